@@ -1,0 +1,202 @@
+"""The ``aigi`` command: one verb per job, each a thin layer over the Python API.
+
+    aigi detect PATH... [--model M] [--out results.csv|.jsonl]
+    aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
+    aigi eval DATA --model M [--split test] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .data import SPLITS
+
+
+def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
+    p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+
+
+def _load_detector(name: str, device: str):
+    from .model import Detector
+
+    try:
+        return Detector.from_pretrained(name, device=device)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        sys.exit(f"aigi: cannot load model: {e}")
+
+
+# ----------------------------------------------------------------------------- detect
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .predict import ResultWriter, detect
+
+    missing = [p for p in args.paths if not Path(p).exists() and not Path(p).is_symlink()]
+    for p in missing:
+        print(f"aigi: {p}: no such file or folder", file=sys.stderr)
+    paths = [p for p in args.paths if p not in missing]
+    if not paths:
+        return 2
+    detector = _load_detector(args.model, args.device)
+    writer = ResultWriter(args.out) if args.out else None
+    n_scored = n_errors = n_fake = 0
+    show_rows = writer is None or args.verbose
+    bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
+    if show_rows and not args.quiet:
+        print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path")
+    pending = []
+    try:
+        for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split):
+            if pred.error:
+                n_errors += 1
+            else:
+                n_scored += 1
+                n_fake += pred.verdict == "ai-generated"
+            if show_rows and not args.quiet:
+                if pred.error:
+                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})")
+                else:
+                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}")
+            bar.update(1)
+            if writer is not None:
+                pending.append(pred)
+                if len(pending) >= args.batch_size:
+                    writer.write(pending)
+                    pending.clear()
+    finally:
+        if writer is not None:
+            writer.write(pending)
+            writer.close()
+        bar.close()
+    total = n_scored + n_errors
+    if not args.quiet:
+        print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real), "
+              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out else ""),
+              file=sys.stderr)
+    if total == 0:
+        print("aigi: no image files found", file=sys.stderr)
+        return 2
+    return 0 if n_scored else 1
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
+        last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
+        max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
+        precision=args.precision, workers=args.workers, seed=args.seed, save_every=args.save_every,
+        resume=args.resume, progress=not args.quiet, split=args.split,
+    )
+    try:
+        train(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"aigi train: {e}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .evaluate import evaluate, write_report
+
+    try:
+        dataset = load_dataset(args.data, args.split).subset(args.max_images, args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"aigi eval: {e}")
+    detector = _load_detector(args.model, args.device)
+    metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
+                                    progress=not args.quiet)
+    metrics["data"] = dataset.summary()
+    metrics["model"] = str(args.model)
+    out = write_report(metrics, args.out, predictions, title=f"aigi eval: {args.data} ({args.split})")
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"{metrics['n_images']} images ({metrics['n_errors']} unreadable): accuracy {fmt(metrics['accuracy'])}, "
+          f"real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
+          f"AUC {fmt(metrics['auc'])}, AP {fmt(metrics['ap'])}")
+    print(f"report: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aigi", description="Tell camera photos from AI-generated images.")
+    parser.add_argument("--version", action="version", version=f"aigi {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
+    p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl")
+    p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every row even with --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = verbs.add_parser("train", help="train a detector", description="Fine-tune an encoder with binary and source heads.")
+    p.add_argument("data", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest")
+    p.add_argument("--out", required=True, help="output directory (checkpoint, logs)")
+    p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help="hub id, local model dir, or tiny-clip (default %(default)s)")
+    p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear"], help="what to train (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: by --tune)")
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--last-k", type=int, default=2, help="blocks trained with --tune last-k")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the backbone's)")
+    p.add_argument("--augment", default="light", choices=["none", "light", "robust"])
+    p.add_argument("--max-images", type=int, default=None, help="train on a fixed random subset of N images")
+    p.add_argument("--max-val-images", type=int, default=None)
+    p.add_argument("--target-fpr", type=float, default=None, help="choose the threshold for this false-positive rate on val")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--split", default="train", choices=SPLITS, help="public split to train on (default %(default)s)")
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description="Write metrics.json and report.md.")
+    p.add_argument("data", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest")
+    p.add_argument("--model", default="default")
+    p.add_argument("--split", default="test", choices=SPLITS, help="public split to evaluate (default %(default)s)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("aigi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

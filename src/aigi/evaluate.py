@@ -1,0 +1,520 @@
+"""Evaluation on a labelled dataset: detection and attribution metrics, and a report.
+
+``evaluate(detector, dataset)`` scores every sample (reusing the streaming, parallel
+decoding of :func:`aigi.predict.score_samples`), and :func:`compute_metrics` turns the
+scores into one JSON-ready dict. :func:`write_report` writes that dict as ``metrics.json``
+plus a ROC curve, an attribution confusion matrix, the per-file predictions and a
+Markdown summary.
+
+Every metric that cannot be defined on the data at hand (AUC with one class, the accuracy
+on reals when there are none, ...) is ``None`` -- JSON ``null`` -- never NaN: NaN is not
+valid JSON and silently poisons any average computed from it downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from .data import REAL, ImageDataset, Sample
+
+if TYPE_CHECKING:  # keep `import aigi.evaluate` cheap: torch comes in with the model only when used
+    from .model import Detector, Prediction
+
+# Operating points reported for "how many fakes are caught if we accept this many false alarms".
+FPR_TARGETS = (0.01, 0.05, 0.1)
+ECE_BINS = 15
+MAX_ERRORS_LISTED = 100
+# The ROC curve stored in metrics.json (and drawn in roc.png) is resampled onto at most this
+# many points, so that the file stays small for datasets of any size.
+MAX_ROC_POINTS = 512
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _clean(obj: Any) -> Any:
+    """Recursively turn numpy values into Python ones, and NaN/inf into None (valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _float(value: Any) -> float | None:
+    """A finite Python float, or None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def expected_calibration_error(labels: np.ndarray, p_fake: np.ndarray, n_bins: int = ECE_BINS) -> float | None:
+    """ECE of ``p_fake`` as a probability of "fake": sum over equal-width bins of
+    ``|fraction of fakes - mean p_fake|`` weighted by the bin's share of images."""
+    labels = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(p_fake, dtype=np.float64)
+    if p.size == 0:
+        return None
+    # Bin i holds (edge_i, edge_{i+1}]; p == 0 goes to the first bin.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = idx == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(labels[in_bin].mean() - p[in_bin].mean())
+    return float(ece)
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, target: float | np.ndarray) -> np.ndarray:
+    """The best TPR reachable with FPR <= target, on the (non-decreasing) ROC points."""
+    # The last ROC point with fpr <= target has the highest tpr among those points.
+    idx = np.searchsorted(fpr, target, side="right") - 1
+    return tpr[np.clip(idx, 0, len(tpr) - 1)]
+
+
+def _compact_roc(fpr: np.ndarray, tpr: np.ndarray) -> dict:
+    """The ROC curve, resampled onto a fixed FPR grid when it has too many points."""
+    if len(fpr) > MAX_ROC_POINTS:
+        # Log-spaced low-FPR points keep the detail that the 1%/5% operating points live in.
+        grid = np.unique(
+            np.concatenate([[0.0], np.geomspace(1e-4, 1.0, MAX_ROC_POINTS // 2), np.linspace(0.0, 1.0, MAX_ROC_POINTS // 2)])
+        )
+        fpr, tpr = grid, _tpr_at(fpr, tpr, grid)
+    return {"fpr": [round(float(x), 6) for x in fpr], "tpr": [round(float(x), 6) for x in tpr]}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def compute_metrics(
+    labels: np.ndarray,
+    p_fake: np.ndarray,
+    generators_true: np.ndarray | Sequence[str],
+    source_probs: np.ndarray,
+    label_names: Sequence[str],
+    threshold: float,
+    n_errors: int = 0,
+) -> dict:
+    """Detection and attribution metrics for the successfully scored, labelled images.
+
+    ``labels`` are 0 (real) / 1 (fake); ``p_fake`` the detector's probabilities;
+    ``generators_true`` the true source of each image ("real" or a generator name);
+    ``source_probs`` the source head's probabilities, shape (N, len(label_names)), columns in
+    ``label_names`` order; ``threshold`` the p_fake above which an image is called fake;
+    ``n_errors`` the number of labelled images that could not be read (counted in
+    ``n_images``, not in any rate). Undefined metrics are None, never NaN.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        recall_score,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(p_fake, dtype=np.float64).reshape(-1)
+    gens = np.asarray(generators_true, dtype=object).reshape(-1)
+    label_names = [str(x) for x in label_names]
+    probs = np.asarray(source_probs, dtype=np.float64).reshape(len(y), -1) if len(y) else np.zeros((0, len(label_names)))
+    if not (len(y) == len(p) == len(gens) == len(probs)):
+        raise ValueError(f"length mismatch: labels {len(y)}, p_fake {len(p)}, generators {len(gens)}, source_probs {len(probs)}")
+    if len(y) and probs.shape[1] != len(label_names):
+        raise ValueError(f"source_probs has {probs.shape[1]} columns but there are {len(label_names)} label names")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake); filter out unlabelled images first")
+
+    threshold = float(threshold)
+    pred = (p >= threshold).astype(np.int64)
+    n = len(y)
+    is_real, is_fake = y == 0, y == 1
+    both_classes = bool(is_real.any() and is_fake.any())
+
+    metrics: dict[str, Any] = {
+        "n_images": n + int(n_errors),
+        "n_scored": n,
+        "n_errors": int(n_errors),
+        "n_real": int(is_real.sum()),
+        "n_fake": int(is_fake.sum()),
+        "threshold": threshold,
+        "accuracy": None,
+        "balanced_accuracy": None,
+        "real_accuracy": None,
+        "fake_accuracy": None,
+        "auc": None,
+        "ap": None,
+        "tpr_at_fpr": {str(t): None for t in FPR_TARGETS},
+        "ece": expected_calibration_error(y, p),
+        "roc_curve": None,
+    }
+    if n:
+        metrics["accuracy"] = float(accuracy_score(y, pred))
+        with warnings.catch_warnings():
+            # With one class present sklearn warns and averages the recall of that class only,
+            # which is the meaningful number there (it equals the accuracy).
+            warnings.simplefilter("ignore")
+            metrics["balanced_accuracy"] = _float(balanced_accuracy_score(y, pred))
+    if is_real.any():  # specificity: reals correctly called real
+        metrics["real_accuracy"] = float(recall_score(y, pred, pos_label=0, labels=[0, 1], zero_division=0))
+    if is_fake.any():  # recall on fakes
+        metrics["fake_accuracy"] = float(recall_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
+    if both_classes:  # ranking metrics need both classes; with one they are undefined (None)
+        metrics["auc"] = _float(roc_auc_score(y, p))
+        metrics["ap"] = _float(average_precision_score(y, p))
+        fpr, tpr, _ = roc_curve(y, p)
+        metrics["tpr_at_fpr"] = {str(t): float(_tpr_at(fpr, tpr, t)) for t in FPR_TARGETS}
+        metrics["roc_curve"] = _compact_roc(fpr, tpr)
+
+    # Per source. Reals are grouped by label (whatever a manifest calls their source) and fakes by
+    # generator name, so that a fake mislabelled "real" in a manifest cannot merge into the reals.
+    true_source = np.where(is_real, REAL, np.where(gens == REAL, "fake", gens)).astype(object)
+    per_generator: dict[str, dict] = {}
+    for g in sorted({str(x) for x in true_source[is_fake]}):
+        sel = true_source == g
+        per_generator[g] = {
+            "n": int(sel.sum()),
+            "recall": float(pred[sel].mean()),
+            "mean_p_fake": float(p[sel].mean()),
+        }
+    if is_real.any():
+        per_generator[REAL] = {
+            "n": int(is_real.sum()),
+            "false_positive_rate": float(pred[is_real].mean()),
+            "mean_p_fake": float(p[is_real].mean()),
+        }
+    metrics["per_generator"] = per_generator
+    metrics["attribution"] = _attribution(true_source, probs, label_names, accuracy_score, f1_score, confusion_matrix)
+    return _clean(metrics)
+
+
+def _attribution(true_source: np.ndarray, probs: np.ndarray, label_names: list[str], accuracy_score, f1_score, confusion_matrix) -> dict:
+    """Source-head argmax vs true source, over images whose source the model knows."""
+    # A generator the model never saw cannot be attributed correctly, so it would only measure
+    # the training set's coverage; such images are counted apart instead of scored.
+    known = np.isin(true_source, label_names)
+    y_true = true_source[known].astype(str)
+    result: dict[str, Any] = {
+        "n": int(known.sum()),
+        "n_unseen_generator": int((~known).sum()),
+        "unseen_generators": sorted({str(g) for g in true_source[~known]}),
+        "accuracy": None,
+        "macro_f1": None,
+        "labels": list(label_names),
+        "confusion": [[0] * len(label_names) for _ in label_names],
+    }
+    if not len(y_true) or not label_names:
+        return result
+    y_pred = np.asarray(label_names, dtype=object)[np.argmax(probs[known], axis=1)].astype(str)
+    result["accuracy"] = float(accuracy_score(y_true, y_pred))
+    # Macro F1 over the sources present in the data: a class absent from the evaluation set
+    # has no defined F1, and counting it as 0 would punish a small test set, not the model.
+    present = [g for g in label_names if g in set(y_true)]
+    result["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    result["confusion"] = confusion_matrix(y_true, y_pred, labels=label_names).tolist()
+    return result
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    detector: "Detector",
+    samples_or_dataset: ImageDataset | Iterable[Sample],
+    batch_size: int = 32,
+    workers: int = 2,
+    autocast: bool = False,
+    progress: bool = True,
+) -> tuple[dict, list["Prediction"]]:
+    """Score a labelled dataset and compute its metrics.
+
+    Returns ``(metrics, predictions)``: the dict of :func:`compute_metrics` plus ``errors``
+    (the first 100 unreadable files, ``{"path", "reason"}``) and ``model_threshold``, and one
+    :class:`~aigi.model.Prediction` per sample in input order. Only samples labelled 0/1 count
+    towards the metrics; unlabelled ones are scored and returned but not measured.
+    """
+    from tqdm.auto import tqdm
+
+    from .predict import score_samples
+
+    source = samples_or_dataset.source if isinstance(samples_or_dataset, ImageDataset) else None
+    samples = list(samples_or_dataset.samples if isinstance(samples_or_dataset, ImageDataset) else samples_or_dataset)
+    n_labelled = sum(1 for s in samples if s.label in (0, 1))
+    if not n_labelled:
+        # Fail before scoring: there is nothing to measure against.
+        raise ValueError(
+            f"none of the {len(samples)} images has a label: evaluation needs a dataset laid out "
+            "real/** and fake/<generator>/**, or a CSV manifest with path,label[,generator]"
+        )
+
+    label_names = list(detector.labels)
+    labels: list[int] = []
+    p_fake: list[float] = []
+    generators: list[str] = []
+    source_probs: list[list[float]] = []
+    predictions: list[Prediction] = []
+    errors: list[dict] = []
+    n_errors = 0  # labelled images that could not be read
+    n_error_total = 0
+
+    bar = tqdm(total=len(samples), unit="img", desc="evaluating", disable=not progress, dynamic_ncols=True)
+    try:
+        for sample, pred in score_samples(detector, samples, batch_size, workers, autocast):
+            predictions.append(pred)
+            bar.update(1)
+            if pred.error or pred.p_fake is None:
+                n_error_total += 1
+                n_errors += sample.label in (0, 1)
+                if len(errors) < MAX_ERRORS_LISTED:
+                    errors.append({"path": pred.path, "reason": pred.error or "not scored"})
+                continue
+            if sample.label not in (0, 1):
+                continue
+            labels.append(int(sample.label))
+            p_fake.append(float(pred.p_fake))
+            generators.append(sample.generator or (REAL if sample.label == 0 else "fake"))
+            source_probs.append([pred.generator_probs.get(name, 0.0) for name in label_names])
+            if n_error_total:
+                bar.set_postfix(errors=n_error_total, refresh=False)
+    finally:
+        bar.close()
+
+    metrics = compute_metrics(
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(p_fake, dtype=np.float64),
+        np.asarray(generators, dtype=object),
+        np.asarray(source_probs, dtype=np.float64).reshape(len(labels), len(label_names)),
+        label_names,
+        detector.threshold,
+        n_errors=n_errors,
+    )
+    metrics["model_threshold"] = detector.threshold
+    metrics["n_unlabelled"] = len(samples) - n_labelled
+    metrics["n_errors_total"] = n_error_total  # unlabelled unreadable files included
+    if source is not None:
+        metrics["dataset"] = source
+    metrics["errors"] = errors
+    return _clean(metrics), predictions
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _write_text(path: Path, text: str) -> None:
+    # Write-then-rename: a crash never leaves a half-written file under the final name.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plot_roc(metrics: dict, path: Path, title: str) -> str | None:
+    """Draw roc.png; returns a note instead when the curve is undefined."""
+    roc = metrics.get("roc_curve")
+    if not roc or not roc.get("fpr"):
+        return "ROC curve not drawn: the evaluated images contain only one class (real or fake)."
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    try:
+        auc = metrics.get("auc")
+        ax.plot(roc["fpr"], roc["tpr"], lw=2, label=f"detector (AUC = {auc:.4f})" if auc is not None else "detector")
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+        for t, tpr in (metrics.get("tpr_at_fpr") or {}).items():
+            if tpr is not None:
+                ax.plot([float(t)], [tpr], "o", ms=4, color="black")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false positive rate (reals called AI-generated)")
+        ax.set_ylabel("true positive rate (fakes caught)")
+        ax.set_title(f"{title}: ROC", fontsize=10)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return None
+
+
+def _plot_confusion(metrics: dict, path: Path, title: str) -> str | None:
+    """Draw confusion.png (rows true source, columns predicted, counts annotated)."""
+    att = metrics.get("attribution") or {}
+    names, cm = att.get("labels") or [], np.asarray(att.get("confusion") or [], dtype=np.int64)
+    if not names or cm.size == 0:
+        return "Confusion matrix not drawn: the model has no source labels."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(names)
+    side = min(3 + 0.6 * k, 16)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85), dpi=120)
+    try:
+        # Colour by the row-normalised rate so that small classes are as readable as big ones.
+        rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of row")
+        ax.set_xticks(range(k), labels=names, rotation=45, ha="right")
+        ax.set_yticks(range(k), labels=names)
+        ax.set_xlabel("predicted source")
+        ax.set_ylabel("true source")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
+        ax.set_title(f"{title}: attribution", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return None
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _md(text: Any) -> str:
+    """Escape a value for a Markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | None, has_predictions: bool) -> str:
+    m = metrics
+    lines = [f"# {title}", ""]
+    if m.get("dataset"):
+        lines += [f"Dataset: `{m['dataset']}`", ""]
+    lines += [
+        f"Threshold: p_fake >= {_num(m.get('threshold'), 3)} is called AI-generated.",
+        "",
+        "## Headline",
+        "",
+        "| accuracy | balanced acc. | real acc. | fake acc. | AUC | AP | ECE | images | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {_pct(m.get('accuracy'))} | {_pct(m.get('balanced_accuracy'))} | {_pct(m.get('real_accuracy'))} "
+        f"| {_pct(m.get('fake_accuracy'))} | {_num(m.get('auc'))} | {_num(m.get('ap'))} | {_num(m.get('ece'))} "
+        f"| {m.get('n_images', 0)} | {m.get('n_errors', 0)} |",
+        "",
+    ]
+    tpr = {k: v for k, v in (m.get("tpr_at_fpr") or {}).items() if v is not None}
+    if tpr:
+        lines += [
+            "Fakes caught at a fixed false-alarm rate on reals: "
+            + ", ".join(f"{_pct(v)} at {_pct(float(k))} FPR" for k, v in tpr.items())
+            + ".",
+            "",
+        ]
+
+    lines += ["## Per generator", "", "| source | images | detected as fake | mean p_fake |", "|---|---:|---:|---:|"]
+    for g, row in (m.get("per_generator") or {}).items():
+        if g == REAL:
+            continue
+        lines.append(f"| {_md(g)} | {row['n']} | {_pct(row.get('recall'))} | {_num(row.get('mean_p_fake'), 3)} |")
+    real = (m.get("per_generator") or {}).get(REAL)
+    if real:
+        lines.append(
+            f"| real (false positives) | {real['n']} | {_pct(real.get('false_positive_rate'))} | {_num(real.get('mean_p_fake'), 3)} |"
+        )
+    lines.append("")
+
+    att = m.get("attribution") or {}
+    names, cm = att.get("labels") or [], att.get("confusion") or []
+    lines += [
+        "## Attribution",
+        "",
+        f"Which source the model names (source head, argmax), over {att.get('n', 0)} images from sources it knows: "
+        f"accuracy {_pct(att.get('accuracy'))}, macro F1 {_num(att.get('macro_f1'))}.",
+        "",
+    ]
+    if att.get("n_unseen_generator"):
+        unseen = ", ".join(f"`{g}`" for g in att.get("unseen_generators") or [])
+        lines += [f"{att['n_unseen_generator']} images come from generators the model was not trained on ({unseen}) and are not scored here.", ""]
+    if names and cm:
+        lines += ["| true source | images | correctly attributed | most often confused with |", "|---|---:|---:|---|"]
+        for i, name in enumerate(names):
+            row = cm[i]
+            total = sum(row)
+            if not total:
+                continue
+            others = [(c, names[j]) for j, c in enumerate(row) if j != i and c]
+            confused = f"{max(others)[1]} ({max(others)[0]})" if others else "-"
+            lines.append(f"| {_md(name)} | {total} | {_pct(row[i] / total)} | {_md(confused)} |")
+        lines.append("")
+
+    lines += ["## Figures", ""]
+    lines += [f"_{roc_note}_" if roc_note else "![ROC curve](roc.png)", ""]
+    lines += [f"_{cm_note}_" if cm_note else "![Attribution confusion matrix](confusion.png)", ""]
+
+    errors = m.get("errors") or []
+    lines += ["## Errors", ""]
+    if not errors:
+        lines += ["Every image was read.", ""]
+    else:
+        total = m.get("n_errors_total", m.get("n_errors", len(errors)))
+        lines += [f"{total} file(s) could not be read" + (f" (first {len(errors)} listed)" if total > len(errors) else "") + ":", ""]
+        lines += [f"- `{_md(e.get('path'))}`: {_md(e.get('reason'))}" for e in errors]
+        lines.append("")
+    files = "[metrics.json](metrics.json)" + (", [predictions.csv](predictions.csv)" if has_predictions else "")
+    lines += ["---", "", f"Files: {files}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    metrics: dict,
+    out_dir: str | os.PathLike,
+    predictions: Sequence["Prediction"] | None = None,
+    title: str = "aigi evaluation",
+) -> Path:
+    """Write ``metrics.json``, ``roc.png``, ``confusion.png``, ``predictions.csv`` (when
+    ``predictions`` are given) and ``report.md`` into ``out_dir``; returns the report's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = _clean(metrics)
+    # allow_nan=False: a NaN that slipped through is a bug to surface, not invalid JSON to ship.
+    _write_text(out / "metrics.json", json.dumps(clean, indent=2, allow_nan=False) + "\n")
+
+    roc_note = _plot_roc(clean, out / "roc.png", title)
+    if roc_note and (out / "roc.png").exists():
+        (out / "roc.png").unlink()  # a stale curve from an earlier run would contradict the note
+    cm_note = _plot_confusion(clean, out / "confusion.png", title)
+
+    if predictions is not None:
+        from .predict import ResultWriter
+
+        tmp = out / "predictions.tmp.csv"
+        with ResultWriter(tmp) as writer:
+            writer.write(predictions)
+        os.replace(tmp, out / "predictions.csv")
+
+    report = out / "report.md"
+    _write_text(report, _markdown(clean, title, roc_note, cm_note, predictions is not None))
+    return report

@@ -1,0 +1,231 @@
+"""Tests for aigi.evaluate: metrics on hand-built arrays, the report files, and an end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aigi.evaluate import compute_metrics, evaluate, expected_calibration_error, write_report
+
+LABELS = ["real", "genA", "genB"]
+
+
+def onehot(names: list[str], label_names: list[str] = LABELS) -> np.ndarray:
+    out = np.full((len(names), len(label_names)), 0.01)
+    for i, n in enumerate(names):
+        out[i, label_names.index(n)] = 0.98
+    return out
+
+
+def contains_nan(obj) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(contains_nan(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(contains_nan(v) for v in obj)
+    return False
+
+
+# ----------------------------------------------------------------------------- compute_metrics
+
+
+def test_perfect_classifier():
+    gens = ["real", "real", "genA", "genA", "genB", "genB"]
+    y = np.array([0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.9, 0.8, 0.7, 0.95])
+    m = compute_metrics(y, p, np.array(gens, dtype=object), onehot(gens), LABELS, 0.5)
+    assert m["n_images"] == 6 and m["n_errors"] == 0
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
+    assert m["real_accuracy"] == 1.0 and m["fake_accuracy"] == 1.0
+    assert m["auc"] == 1.0 and m["ap"] == 1.0
+    assert m["tpr_at_fpr"] == {"0.01": 1.0, "0.05": 1.0, "0.1": 1.0}
+    assert m["per_generator"]["genA"] == {"n": 2, "recall": 1.0, "mean_p_fake": pytest.approx(0.85)}
+    assert m["per_generator"]["real"]["false_positive_rate"] == 0.0
+    att = m["attribution"]
+    assert att["accuracy"] == 1.0 and att["macro_f1"] == 1.0
+    assert att["labels"] == LABELS
+    assert att["confusion"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert att["n_unseen_generator"] == 0
+
+
+def test_known_confusion_and_rates():
+    # 4 reals (one false alarm), 4 fakes (one missed); attribution: one genA called genB.
+    gens = ["real"] * 4 + ["genA", "genA", "genB", "genB"]
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.9, 0.4, 0.8, 0.7])
+    predicted = ["real", "real", "real", "real", "genA", "genB", "genB", "genB"]
+    m = compute_metrics(y, p, gens, onehot(predicted), LABELS, 0.5, n_errors=2)
+    assert m["n_images"] == 10 and m["n_errors"] == 2 and m["n_scored"] == 8
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["real_accuracy"] == pytest.approx(3 / 4)
+    assert m["fake_accuracy"] == pytest.approx(3 / 4)
+    assert m["balanced_accuracy"] == pytest.approx(3 / 4)
+    # Pairs (fake, real) ranked correctly: 0.4 beats 3 of 4 reals, the others beat all -> 15/16.
+    assert m["auc"] == pytest.approx(15 / 16)
+    assert m["per_generator"]["genA"]["recall"] == 0.5
+    assert m["per_generator"]["genB"]["recall"] == 1.0
+    assert m["per_generator"]["real"] == {"n": 4, "false_positive_rate": 0.25, "mean_p_fake": pytest.approx(0.3)}
+    att = m["attribution"]
+    assert att["confusion"] == [[4, 0, 0], [0, 1, 1], [0, 0, 2]]
+    assert att["accuracy"] == pytest.approx(7 / 8)
+    # F1: real 1, genA 2/3 (P 1, R 1/2), genB 0.8 (P 2/3, R 1).
+    assert att["macro_f1"] == pytest.approx((1 + 2 / 3 + 0.8) / 3)
+
+
+def test_one_class_gives_null_ranking_metrics():
+    gens = ["genA", "genA", "genB"]
+    m = compute_metrics(np.ones(3, int), np.array([0.9, 0.2, 0.7]), gens, onehot(gens), LABELS, 0.5)
+    assert m["auc"] is None and m["ap"] is None and m["roc_curve"] is None
+    assert all(v is None for v in m["tpr_at_fpr"].values())
+    assert m["real_accuracy"] is None
+    assert m["fake_accuracy"] == pytest.approx(2 / 3)
+    assert "real" not in m["per_generator"]
+    assert not contains_nan(m)
+    json.dumps(m, allow_nan=False)
+
+
+def test_unseen_generator_counted_apart():
+    gens = ["real", "genA", "genX", "genX"]
+    y = np.array([0, 1, 1, 1])
+    m = compute_metrics(y, np.array([0.1, 0.9, 0.8, 0.3]), gens, onehot(["real", "genA", "genB", "genA"]), LABELS, 0.5)
+    att = m["attribution"]
+    assert att["n_unseen_generator"] == 2 and att["unseen_generators"] == ["genX"]
+    assert att["n"] == 2 and att["accuracy"] == 1.0
+    assert sum(map(sum, att["confusion"])) == 2
+    # Unseen generators are still measured for detection.
+    assert m["per_generator"]["genX"] == {"n": 2, "recall": 0.5, "mean_p_fake": pytest.approx(0.55)}
+
+
+def test_empty_and_ece():
+    m = compute_metrics(np.zeros(0, int), np.zeros(0), [], np.zeros((0, 3)), LABELS, 0.5, n_errors=3)
+    assert m["n_images"] == 3 and m["accuracy"] is None and m["ece"] is None
+    assert not contains_nan(m)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
+    assert expected_calibration_error(np.array([0, 0]), np.array([1.0, 1.0])) == 1.0
+    # All at 0.7 with 70% fakes: perfectly calibrated.
+    assert expected_calibration_error(np.array([1] * 7 + [0] * 3), np.full(10, 0.7)) == pytest.approx(0.0)
+
+
+def test_bad_inputs_rejected():
+    with pytest.raises(ValueError, match="length"):
+        compute_metrics(np.array([0, 1]), np.array([0.1]), ["real", "genA"], onehot(["real", "genA"]), LABELS, 0.5)
+    with pytest.raises(ValueError, match="labels must be 0"):
+        compute_metrics(np.array([-1]), np.array([0.1]), ["real"], onehot(["real"]), LABELS, 0.5)
+
+
+# ----------------------------------------------------------------------------- write_report
+
+
+def _some_metrics():
+    rng = np.random.default_rng(0)
+    gens = ["real"] * 30 + ["genA"] * 20 + ["genB"] * 20 + ["genZ"] * 5
+    y = np.array([0 if g == "real" else 1 for g in gens])
+    p = np.clip(y * 0.5 + rng.uniform(0, 0.6, len(y)), 0, 1)
+    probs = rng.dirichlet(np.ones(3), len(y))
+    m = compute_metrics(y, p, gens, probs, LABELS, 0.5, n_errors=1)
+    m["errors"] = [{"path": "fake/genA/bad|name.jpg", "reason": "not an image"}]
+    return m
+
+
+def test_write_report_files(tmp_path):
+    from aigi.model import Prediction
+
+    m = _some_metrics()
+    preds = [Prediction("a.png", 0.9, "ai-generated", "genA", 0.8, {"real": 0.1}), Prediction("bad.jpg", error="corrupt")]
+    report = write_report(m, tmp_path / "out", predictions=preds, title="test run")
+    out = tmp_path / "out"
+    assert report == out / "report.md"
+    for name in ("metrics.json", "roc.png", "confusion.png", "predictions.csv", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not list(out.glob("*.tmp*"))
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text)
+    assert loaded["auc"] == pytest.approx(m["auc"])
+    assert loaded["attribution"]["n_unseen_generator"] == 5
+    assert not contains_nan(loaded)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "p_fake", "verdict", "generator", "p_generator", "error"]
+    assert rows[1]["error"] == "corrupt" and rows[1]["p_fake"] == ""
+    md = report.read_text()
+    assert "# test run" in md and "](roc.png)" in md and "](confusion.png)" in md
+    assert "genB" in md and "bad\\|name.jpg" in md
+    with Image.open(out / "roc.png") as im:
+        assert im.size[0] > 100
+
+
+def test_write_report_one_class_skips_roc(tmp_path):
+    gens = ["genA", "genB"]
+    m = compute_metrics(np.ones(2, int), np.array([0.9, float("nan")]), gens, onehot(gens), LABELS, 0.5)
+    m["weird"] = float("nan")  # a NaN slipped in by a caller still becomes null
+    report = write_report(m, tmp_path)
+    assert not (tmp_path / "roc.png").exists()
+    assert (tmp_path / "confusion.png").exists() and not (tmp_path / "predictions.csv").exists()
+    loaded = json.loads((tmp_path / "metrics.json").read_text())
+    assert loaded["auc"] is None and loaded["weird"] is None
+    assert "ROC curve not drawn" in report.read_text()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    rng = np.random.default_rng(1)
+
+    def img(path, size=(40, 36)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+    for i in range(4):
+        img(root / "real" / f"r{i}.png")
+        img(root / "fake" / "genA" / f"a{i}.jpg")
+        img(root / "fake" / "genB" / f"b{i}.png", size=(33, 50))
+    (root / "fake" / "genA" / "bad.jpg").write_text("this is not an image")
+    return root
+
+
+def test_evaluate_end_to_end(tiny_dataset, tmp_path):
+    import torch
+
+    from aigi.data import load_dataset
+    from aigi.model import Detector
+
+    torch.manual_seed(0)
+    d = Detector.from_backbone("tiny-clip", ["genA", "genB"])
+    ds = load_dataset(tiny_dataset)
+    metrics, preds = evaluate(d, ds, batch_size=4, workers=2, progress=False)
+
+    assert len(preds) == len(ds) == 13
+    assert [p.path for p in preds] == [s.display for s in ds.samples]
+    assert metrics["n_errors"] == 1 and metrics["n_images"] == 13 and metrics["n_scored"] == 12
+    assert metrics["errors"][0]["path"].endswith("bad.jpg") and metrics["errors"][0]["reason"]
+    assert metrics["model_threshold"] == d.threshold == metrics["threshold"]
+    for key in ("accuracy", "balanced_accuracy", "real_accuracy", "fake_accuracy", "auc", "ap", "tpr_at_fpr", "ece", "per_generator", "attribution"):
+        assert key in metrics, key
+    assert metrics["auc"] is not None  # both classes present
+    assert set(metrics["per_generator"]) == {"genA", "genB", "real"}
+    assert metrics["per_generator"]["genA"]["n"] == 4
+    assert metrics["attribution"]["labels"] == ["real", "genA", "genB"]
+    assert sum(map(sum, metrics["attribution"]["confusion"])) == 12
+
+    report = write_report(metrics, tmp_path / "report", predictions=preds)
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n_errors"] == 1
+    assert "bad.jpg" in report.read_text()
+
+
+def test_evaluate_needs_labels(tiny_dataset):
+    from aigi.data import Sample
+    from aigi.model import Detector
+
+    d = Detector.from_backbone("tiny-clip", ["genA"])
+    with pytest.raises(ValueError, match="label"):
+        evaluate(d, [Sample(str(tiny_dataset / "real" / "r0.png"))], progress=False)

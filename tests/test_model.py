@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aigi.model import CONFIG_NAME, WEIGHTS_NAME, Detector, resolve_model_path
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return Detector.from_backbone("tiny-clip", ["genB", "genA"]).eval()
+
+
+def _images(tmp_path, n=5):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 256, (20 + i * 7, 30, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_labels_start_with_real_and_are_sorted(detector):
+    assert detector.labels == ["real", "genA", "genB"]
+
+
+def test_save_load_round_trip_gives_identical_scores(detector, tmp_path):
+    paths = _images(tmp_path)
+    before = detector.predict(paths)
+    out = detector.save_pretrained(tmp_path / "model")
+    assert sorted(f.name for f in out.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = Detector.from_pretrained(out)
+    after = loaded.predict(paths)
+    assert [p.p_fake for p in before] == [p.p_fake for p in after]
+    assert [p.generator_probs for p in before] == [p.generator_probs for p in after]
+    config = json.loads((out / CONFIG_NAME).read_text())
+    assert config["architecture"] == "aigi.Detector" and config["labels"] == ["real", "genA", "genB"]
+    assert config["preprocessing"]["crop"] == 32
+
+
+def test_predict_accepts_paths_and_pil_images_and_reports_errors(detector, tmp_path):
+    good = _images(tmp_path, 2)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("this is not a JPEG")
+    results = detector.predict([good[0], Image.new("L", (9, 9), 128), bad, str(good[1])], batch_size=2)
+    assert [bool(r.error) for r in results] == [False, False, True, False]
+    assert "bad.jpg" in results[2].path and results[2].p_fake is None
+    for r in (results[0], results[1], results[3]):
+        assert 0.0 <= r.p_fake <= 1.0
+        assert r.verdict in ("real", "ai-generated")
+        assert abs(sum(r.generator_probs.values()) - 1) < 1e-6
+    single = detector.predict(good[0])
+    assert single[0].p_fake == results[0].p_fake
+
+
+def test_verdict_follows_threshold_and_generator_only_for_fakes(detector):
+    probs = np.array([0.2, 0.5, 0.3])
+    detector.config["threshold"] = 0.7
+    try:
+        real = detector.make_prediction("x", 0.69, probs)
+        fake = detector.make_prediction("x", 0.7, probs)
+    finally:
+        detector.config["threshold"] = 0.5
+    assert (real.verdict, real.generator, real.p_generator) == ("real", "", None)
+    assert fake.verdict == "ai-generated" and fake.generator == "genA"
+    assert fake.p_generator == pytest.approx(0.5 / 0.8)
+
+
+def test_unknown_model_name_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+        resolve_model_path(tmp_path / "nope")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / CONFIG_NAME).write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="not an aigi detector"):
+        Detector.from_pretrained(tmp_path / "other")
