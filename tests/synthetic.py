@@ -33,7 +33,7 @@ def synthetic_image(rng: np.random.Generator, fake: bool, size: int = 32) -> Ima
     arr = base + x[..., None] * slope[0] + y[..., None] * slope[1] + rng.normal(0, 4, (size, size, 3))
     if fake:
         checker = ((np.indices((size, size)).sum(0) % 2) * 2 - 1)[..., None]
-        arr = arr + 18 * checker
+        arr = arr + 40 * checker
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 

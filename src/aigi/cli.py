@@ -3,6 +3,7 @@
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split test] --out DIR
+    aigi export MODEL --format onnx --out model.onnx
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
 
 
-def _load_detector(name: str, device: str):
-    from .model import Detector
+def _load_detector(name: str, device: str, runtime: str = "torch"):
+    from .export import load_runtime
 
     try:
-        return Detector.from_pretrained(name, device=device)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        return load_runtime(name, runtime=runtime, device=device)
+    except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         sys.exit(f"aigi: cannot load model: {e}")
 
 
@@ -44,7 +47,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     paths = [p for p in args.paths if p not in missing]
     if not paths:
         return 2
-    detector = _load_detector(args.model, args.device)
+    detector = _load_detector(args.model, args.device, args.runtime)
     writer = ResultWriter(args.out) if args.out else None
     n_scored = n_errors = n_fake = 0
     show_rows = writer is None or args.verbose
@@ -118,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.data, args.split).subset(args.max_images, args.seed)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi eval: {e}")
-    detector = _load_detector(args.model, args.device)
+    detector = _load_detector(args.model, args.device, args.runtime)
     metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
                                     progress=not args.quiet)
     metrics["data"] = dataset.summary()
@@ -129,6 +132,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
           f"AUC {fmt(metrics['auc'])}, AP {fmt(metrics['ap'])}")
     print(f"report: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .model import Detector
+
+    detector = _load_detector(args.model, "cpu")
+    assert isinstance(detector, Detector)
+    out = args.out or str(Path(args.model) / "model.onnx")
+    path = export_onnx(detector, out, opset=args.opset)
+    print(f"exported {args.model} -> {path} (input pixel_values N x 3 x {detector.preprocessing.crop} x "
+          f"{detector.preprocessing.crop}; outputs p_fake, source_probs; preprocessing in its metadata)")
     return 0
 
 
@@ -186,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
+    p.add_argument("model", help="checkpoint directory or registered name")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx)")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
     return parser
 
 

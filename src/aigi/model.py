@@ -68,7 +68,83 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-class Detector(nn.Module):
+class ScoringMixin:
+    """What every runtime shares (torch :class:`Detector`, ``aigi.export.OnnxDetector``):
+    verdicts from scores, and ``predict``. Needs ``labels``, ``config``, ``preprocessing``,
+    ``eval()`` and ``score_batch(pixels) -> (p_fake, source_probs)``."""
+
+    labels: list[str]
+    config: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config["threshold"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.config.get("temperature", 1.0))
+
+    @property
+    def generators(self) -> list[str]:
+        return self.labels[1:]
+
+
+    def make_prediction(self, path: str, p_fake: float, source_probs: np.ndarray) -> Prediction:
+        """Scores of one image -> a :class:`Prediction` (verdict by the stored threshold)."""
+        fake = p_fake >= self.threshold
+        generator, p_generator = "", None
+        if fake and len(self.labels) > 1:
+            gen_probs = source_probs[1:]
+            best = int(np.argmax(gen_probs))
+            generator = self.labels[1 + best]
+            # Which generator, given that the image is AI-generated.
+            p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
+        return Prediction(
+            path=path,
+            p_fake=float(p_fake),
+            verdict=FAKE_VERDICT if fake else REAL_VERDICT,
+            generator=generator,
+            p_generator=p_generator,
+            generator_probs={label: float(p) for label, p in zip(self.labels, source_probs)},
+        )
+
+    def predict(
+        self, images: str | os.PathLike | Image.Image | Iterable[str | os.PathLike | Image.Image], batch_size: int = 32
+    ) -> list[Prediction]:
+        """Score paths or PIL images; unreadable files get a Prediction with ``error`` set.
+
+        For large folders use :func:`aigi.predict.detect`, which decodes in parallel and streams.
+        """
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            images = [images]
+        self.eval()
+        results: list[Prediction] = []
+        batch: list[tuple[int, np.ndarray]] = []
+        items = list(images)
+        names = [f"<image {i}>" if isinstance(x, Image.Image) else os.fspath(x) for i, x in enumerate(items)]
+
+        def flush() -> None:
+            if not batch:
+                return
+            p_fake, probs = self.score_batch(np.stack([arr for _, arr in batch]))
+            for (i, _), p, pr in zip(batch, p_fake, probs):
+                results[i] = self.make_prediction(names[i], p, pr)
+            batch.clear()
+
+        for i, item in enumerate(items):
+            results.append(Prediction(names[i]))
+            try:
+                batch.append((i, self.preprocessing(open_image(item))))
+            except ImageDecodeError as e:
+                results[i].error = e.reason
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        return results
+
+
+
+class Detector(ScoringMixin, nn.Module):
     """Encoder -> pooled features -> binary head (real vs AI-generated) and source head."""
 
     def __init__(self, encoder: Encoder, preprocessing: Preprocessing, labels: Sequence[str], config: dict | None = None):
@@ -128,20 +204,6 @@ class Detector(nn.Module):
             "labels": self.labels,
         }
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def threshold(self) -> float:
-        return float(self.config["threshold"])
-
-    @property
-    def temperature(self) -> float:
-        return float(self.config.get("temperature", 1.0))
-
-    @property
-    def generators(self) -> list[str]:
-        return self.labels[1:]
-
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -161,59 +223,6 @@ class Detector(nn.Module):
         p_fake = torch.sigmoid(out.binary_logits.float() / self.temperature)
         probs = torch.softmax(out.source_logits.float(), dim=-1)
         return p_fake.double().cpu().numpy(), probs.double().cpu().numpy()
-
-    def make_prediction(self, path: str, p_fake: float, source_probs: np.ndarray) -> Prediction:
-        """Scores of one image -> a :class:`Prediction` (verdict by the stored threshold)."""
-        fake = p_fake >= self.threshold
-        generator, p_generator = "", None
-        if fake and len(self.labels) > 1:
-            gen_probs = source_probs[1:]
-            best = int(np.argmax(gen_probs))
-            generator = self.labels[1 + best]
-            # Which generator, given that the image is AI-generated.
-            p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
-        return Prediction(
-            path=path,
-            p_fake=float(p_fake),
-            verdict=FAKE_VERDICT if fake else REAL_VERDICT,
-            generator=generator,
-            p_generator=p_generator,
-            generator_probs={label: float(p) for label, p in zip(self.labels, source_probs)},
-        )
-
-    def predict(
-        self, images: str | os.PathLike | Image.Image | Iterable[str | os.PathLike | Image.Image], batch_size: int = 32
-    ) -> list[Prediction]:
-        """Score paths or PIL images; unreadable files get a Prediction with ``error`` set.
-
-        For large folders use :func:`aigi.predict.detect`, which decodes in parallel and streams.
-        """
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]
-        self.eval()
-        results: list[Prediction] = []
-        batch: list[tuple[int, np.ndarray]] = []
-        items = list(images)
-        names = [f"<image {i}>" if isinstance(x, Image.Image) else os.fspath(x) for i, x in enumerate(items)]
-
-        def flush() -> None:
-            if not batch:
-                return
-            p_fake, probs = self.score_batch(np.stack([arr for _, arr in batch]))
-            for (i, _), p, pr in zip(batch, p_fake, probs):
-                results[i] = self.make_prediction(names[i], p, pr)
-            batch.clear()
-
-        for i, item in enumerate(items):
-            results.append(Prediction(names[i]))
-            try:
-                batch.append((i, self.preprocessing(open_image(item))))
-            except ImageDecodeError as e:
-                results[i].error = e.reason
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        return results
 
 
 def _json_default(o):

@@ -1,0 +1,436 @@
+"""ONNX export and an onnxruntime-backed detector with the same scoring interface.
+
+    >>> from aigi.export import export_onnx, load_runtime
+    >>> export_onnx(Detector.from_pretrained("runs/tiny"), "runs/tiny/model.onnx")
+    >>> detector = load_runtime("runs/tiny", runtime="onnx")     # exports once, then re-uses
+    >>> detector.predict(["photo.jpg"])[0].p_fake
+
+The exported graph takes ``pixel_values`` (float32, N x 3 x H x W, already preprocessed) and
+returns ``p_fake`` (N,) = sigmoid(binary_logit / temperature) and ``source_probs`` (N, K) =
+softmax(source_logits). The temperature is applied inside the graph. Everything a consumer
+needs to feed it (resize, crop, mean/std) and read it (labels, threshold) is stored as JSON
+strings in the model's ``metadata_props`` (keys in :data:`METADATA_KEYS`), so the ``.onnx``
+file alone is a complete, loadable detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .backbones import Preprocessing
+from .model import CONFIG_NAME, WEIGHTS_NAME, Detector, ScoringMixin, _json_default, resolve_model_path
+
+ONNX_NAME = "model.onnx"
+INPUT_NAME = "pixel_values"
+OUTPUT_NAMES = ("p_fake", "source_probs")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+RUNTIMES = ("torch", "onnx")
+DYNAMO_MIN_OPSET = 18
+# Bumped if the graph's inputs/outputs or the metadata keys change meaning.
+ONNX_FORMAT_VERSION = 1
+METADATA_KEYS = (
+    "aigi_format",
+    "aigi_version",
+    "aigi_io",
+    "aigi_preprocessing",
+    "aigi_labels",
+    "aigi_threshold",
+    "aigi_temperature",
+    "aigi_config",
+)
+_INSTALL_HINT = "install the ONNX extra: pip install 'aigi[onnx]'"
+
+
+# ----------------------------------------------------------------------------- export
+
+
+class _ScoringGraph(nn.Module):
+    """Detector -> (p_fake, source_probs): exactly what :meth:`Detector.score_batch` computes."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector
+        self.temperature = float(detector.temperature)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.detector(pixel_values)
+        p_fake = torch.sigmoid(out.binary_logits.float() / self.temperature)
+        probs = torch.softmax(out.source_logits.float(), dim=-1)
+        return p_fake, probs
+
+
+def _dynamo_available() -> bool:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torchscript_available() -> bool:
+    """The legacy TorchScript exporter (deprecated since torch 2.9, to be removed some day)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None or hasattr(
+            torch.onnx, "utils"
+        )
+    except (ImportError, ValueError):
+        return False
+
+
+def _export_dynamo(graph: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool):
+    import onnx.version_converter
+
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    # The dynamo exporter writes opset 18 or later; older targets are converted below.
+    native = max(opset, DYNAMO_MIN_OPSET)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # "torchvision is not installed" and similar chatter
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph,
+                (dummy,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=dynamic_shapes,
+                opset_version=native,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+    finally:
+        onnx_logger.setLevel(level)
+    proto = program.model_proto
+    if native != opset:
+        try:
+            proto = onnx.version_converter.convert_version(proto, opset)
+        except Exception as e:
+            warnings.warn(f"cannot convert the ONNX graph to opset {opset} ({type(e).__name__}: {e}); keeping opset {native}", stacklevel=3)
+    return proto
+
+
+def _export_torchscript(graph: nn.Module, dummy: torch.Tensor, opset: int, dynamic_batch: bool):
+    import onnx
+
+    buf = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated (DeprecationWarning) and warns about traced
+        # Python conditions (TracerWarning) that do not depend on the batch size.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            buf,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _metadata(detector: Detector) -> dict[str, str]:
+    config = {k: v for k, v in detector.to_config().items() if k != "backbone_config"}
+    config["backbone_model_type"] = getattr(detector.encoder.config, "model_type", "")
+    crop = detector.preprocessing.crop
+    io_contract = {
+        "input": INPUT_NAME,
+        "input_shape": ["batch", 3, crop, crop],
+        "input_dtype": "float32",
+        "outputs": {
+            "p_fake": "sigmoid(binary_logit / temperature), shape (batch,)",
+            "source_probs": "softmax(source_logits) over labels, shape (batch, n_labels)",
+        },
+        "temperature_applied": True,
+    }
+    values: dict[str, Any] = {
+        "aigi_format": ONNX_FORMAT_VERSION,
+        "aigi_version": __version__,
+        "aigi_io": io_contract,
+        "aigi_preprocessing": detector.preprocessing.to_dict(),
+        "aigi_labels": list(detector.labels),
+        "aigi_threshold": detector.threshold,
+        "aigi_temperature": detector.temperature,
+        "aigi_config": config,
+    }
+    return {k: json.dumps(v, default=_json_default) for k, v in values.items()}
+
+
+def _atomic_write(data: bytes, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def export_onnx(
+    detector: Detector,
+    path: str | os.PathLike,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    exporter: str = "auto",
+) -> Path:
+    """Write ``detector`` as a self-describing ONNX model at ``path`` (atomically); returns the path.
+
+    ``exporter`` is ``"dynamo"`` (``torch.export``-based; needs the ``onnxscript`` package),
+    ``"torchscript"`` (the legacy tracer, deprecated by PyTorch but dependency-free) or
+    ``"auto"``: dynamo when onnxscript is installed, falling back to torchscript if that fails.
+    With ``dynamic_batch`` the batch dimension is free; otherwise the graph takes batches of 1.
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL_HINT}") from e
+    available = [n for n, ok in (("dynamo", _dynamo_available()), ("torchscript", _torchscript_available())) if ok]
+    if exporter == "dynamo" and "dynamo" not in available:
+        raise ImportError("the dynamo ONNX exporter needs the onnxscript package: pip install onnxscript")
+    if exporter == "torchscript" and "torchscript" not in available:
+        raise RuntimeError(f"torch {torch.__version__} has no TorchScript ONNX exporter; use exporter='dynamo'")
+    if not available:
+        raise ImportError("ONNX export needs the onnxscript package with this torch: pip install onnxscript")
+    not_fp32 = sorted({str(p.dtype) for p in detector.parameters() if p.dtype != torch.float32})
+    if not_fp32:
+        raise ValueError(f"export a float32 detector (its parameters are {', '.join(not_fp32)})")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = available if exporter == "auto" else [exporter]
+    crop = detector.preprocessing.crop
+    # Trace with 2 images so that no size-1 batch gets specialised into the graph.
+    dummy = torch.randn(2 if dynamic_batch else 1, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    dummy = dummy.to(detector.device)
+    graph = _ScoringGraph(detector)
+    was_training = detector.training
+    detector.eval()
+    failures: list[str] = []
+    proto = None
+    try:
+        for name in order:
+            try:
+                export = _export_dynamo if name == "dynamo" else _export_torchscript
+                proto = export(graph, dummy, opset, dynamic_batch)
+                break
+            except Exception as e:  # try the next exporter, report all if none works
+                failures.append(f"{name}: {type(e).__name__}: {e}")
+                if name != order[-1]:
+                    warnings.warn(f"ONNX {name} exporter failed ({type(e).__name__}: {e}); trying the next one", stacklevel=2)
+                elif len(order) == 1:
+                    raise
+    finally:
+        detector.train(was_training)
+    if proto is None:
+        raise RuntimeError("ONNX export failed with every exporter:\n  " + "\n  ".join(failures))
+
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, _metadata(detector))
+    proto.producer_name = "aigi"
+    proto.producer_version = __version__
+    proto.doc_string = "aigi detector: pixel_values -> p_fake, source_probs (see metadata aigi_*)"
+    if proto.ByteSize() >= 2**31 - 1:
+        raise ValueError(f"the model is {proto.ByteSize() / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit")
+    _atomic_write(proto.SerializeToString(), path)
+    return path
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+def _providers_for(device: str) -> list:
+    import onnxruntime as ort
+
+    device = str(device)
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+            return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        warnings.warn(
+            f"device {device!r} requested but this onnxruntime has no CUDAExecutionProvider "
+            "(install onnxruntime-gpu); running on the CPU",
+            stacklevel=3,
+        )
+    elif device != "cpu":
+        raise ValueError(f"unknown device {device!r} for the onnx runtime; use cpu or cuda[:N]")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxDetector(ScoringMixin):
+    """A detector exported with :func:`export_onnx`, run by onnxruntime.
+
+    It has the scoring interface of :class:`~aigi.model.Detector` that prediction and
+    evaluation use (``preprocessing``, ``labels``, ``threshold``, ``temperature``, ``config``,
+    ``eval``, ``score_batch``, ``make_prediction``, ``predict``), so it can be passed to
+    :func:`aigi.predict.detect` and :func:`aigi.evaluate.evaluate`. The temperature is already
+    applied inside the graph; the attribute is informational.
+    """
+
+    def __init__(self, session, metadata: dict[str, str], path: str | os.PathLike | None = None) -> None:
+        missing = [k for k in ("aigi_labels", "aigi_preprocessing") if k not in metadata]
+        if missing:
+            raise ValueError(f"{path or 'model'}: not an aigi ONNX model (metadata lacks {', '.join(missing)})")
+        fmt = int(json.loads(metadata.get("aigi_format", "1")))
+        if fmt > ONNX_FORMAT_VERSION:
+            raise ValueError(f"{path}: ONNX format {fmt} is newer than this aigi understands ({ONNX_FORMAT_VERSION}); upgrade aigi")
+        self.session = session
+        self.path = Path(path) if path is not None else None
+        self.metadata = dict(metadata)
+        self.labels: list[str] = list(json.loads(metadata["aigi_labels"]))
+        self.preprocessing = Preprocessing.from_dict(json.loads(metadata["aigi_preprocessing"]))
+        config = json.loads(metadata.get("aigi_config", "{}"))
+        for key in ("threshold", "temperature"):
+            if f"aigi_{key}" in metadata:
+                config[key] = float(json.loads(metadata[f"aigi_{key}"]))
+        self.config: dict = {"threshold": 0.5, "temperature": 1.0, **config}
+        names = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if INPUT_NAME not in names or not set(OUTPUT_NAMES) <= set(outputs):
+            raise ValueError(f"{path}: expected input {INPUT_NAME} and outputs {OUTPUT_NAMES}, got {names} -> {outputs}")
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        providers: Sequence | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+    ) -> "OnnxDetector":
+        """Load an exported ``.onnx`` file. ``providers`` (onnxruntime's list) overrides ``device``
+        (``cpu``, or ``cuda[:N]``: CUDA first when this onnxruntime has it, else CPU with a
+        warning). ``threads`` caps the CPU threads per inference (default: onnxruntime's)."""
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError(f"the onnx runtime needs onnxruntime: {_INSTALL_HINT}") from e
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {path}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=list(providers) if providers else _providers_for(device)
+        )
+        return cls(session, session.get_modelmeta().custom_metadata_map, path)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def eval(self) -> "OnnxDetector":
+        return self
+
+    def __repr__(self) -> str:
+        return f"OnnxDetector({str(self.path)!r}, labels={self.labels}, providers={self.providers})"
+
+    # ------------------------------------------------------------------ computation
+
+    def score_batch(self, pixel_values: np.ndarray | torch.Tensor, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel batch -> (p_fake (B,), source probabilities (B, n_labels)) as float64 numpy.
+
+        ``autocast`` is accepted for interface compatibility and ignored (the graph is fp32)."""
+        if isinstance(pixel_values, torch.Tensor):
+            pixel_values = pixel_values.detach().cpu().numpy()
+        x = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        crop = self.preprocessing.crop
+        if x.ndim != 4 or x.shape[1:] != (3, crop, crop):
+            raise ValueError(f"expected pixel_values of shape (N, 3, {crop}, {crop}), got {tuple(x.shape)}")
+        if len(x) == 0:
+            return np.zeros(0), np.zeros((0, len(self.labels)))
+        p_fake, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return np.asarray(p_fake, np.float64).reshape(len(x)), np.asarray(probs, np.float64).reshape(len(x), -1)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("AIGI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "aigi"
+    )
+    return Path(root) / "onnx"
+
+
+def onnx_path_for(directory: str | os.PathLike) -> Path:
+    """Where the ONNX export of a detector directory lives: ``<dir>/model.onnx``, or a per-user
+    cache file when the directory is not writable (e.g. the bundled model in site-packages)."""
+    directory = Path(directory).resolve()
+    if os.access(directory, os.W_OK):
+        return directory / ONNX_NAME
+    key = hashlib.sha1(str(directory).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return _cache_dir() / f"{directory.name}-{key}.onnx"
+
+
+def ensure_onnx(directory: str | os.PathLike, opset: int = 17, exporter: str = "auto") -> Path:
+    """The ONNX export of a detector directory, (re-)exported when missing or older than the
+    directory's weights or config (a recalibrated threshold lives in ``config.json``)."""
+    directory = resolve_model_path(directory)
+    target = onnx_path_for(directory)
+    sources = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
+    newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
+    if target.exists() and target.stat().st_mtime_ns >= newest:
+        return target
+    detector = Detector.from_pretrained(directory, device="cpu")
+    return export_onnx(detector, target, opset=opset, exporter=exporter)
+
+
+def load_runtime(
+    model: str | os.PathLike, runtime: str = "torch", device: str = "cpu", threads: int | None = None
+) -> Detector | OnnxDetector:
+    """A detector for ``runtime``: ``torch`` (a :class:`Detector`) or ``onnx`` (an :class:`OnnxDetector`).
+
+    ``model`` is a detector directory or registered name; for ``onnx`` it may also be a
+    ``.onnx`` file, and a directory is exported to ``<dir>/model.onnx`` on first use.
+    ``threads`` only applies to the onnx runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    path = Path(model)
+    is_onnx_file = path.suffix.lower() == ".onnx" or path.is_file()
+    if runtime == "torch":
+        if is_onnx_file:
+            raise ValueError(f"{model}: an ONNX file runs with runtime='onnx', not 'torch'")
+        return Detector.from_pretrained(model, device=device)
+    onnx_file = path if is_onnx_file else ensure_onnx(model)
+    return OnnxDetector.from_file(onnx_file, threads=threads, device=device)
+
+
+__all__ = [
+    "METADATA_KEYS",
+    "ONNX_NAME",
+    "OnnxDetector",
+    "ensure_onnx",
+    "export_onnx",
+    "load_runtime",
+    "onnx_path_for",
+]

@@ -1,0 +1,95 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aigi.cli import main
+from aigi.model import Detector
+from synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return Detector.from_backbone("tiny-clip", ["genA"]).save_pretrained(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = make_dataset(tmp_path / "imgs", n_per_class=3)
+    (folder / "real" / "empty.png").write_bytes(b"")
+    return folder
+
+
+def test_help_lists_every_verb():
+    out = subprocess.run([sys.executable, "-m", "aigi.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for verb in ("detect", "train", "eval", "export"):
+        assert verb in out
+
+
+def test_detect_prints_a_table_and_exits_0_despite_unreadable_files(model_dir, images, capsys):
+    assert main(["detect", str(images), "--model", str(model_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].split()[:3] == ["verdict", "p_fake", "generator"]
+    assert "empty.png" in out and "empty file" in out
+    assert "7 file(s): 6 scored" in err and "1 unreadable" in err
+
+
+def test_detect_writes_csv_and_jsonl(model_dir, images, tmp_path):
+    for suffix in (".csv", ".jsonl"):
+        out = tmp_path / f"r{suffix}"
+        assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 0
+        if suffix == ".csv":
+            rows = list(csv.DictReader(out.open()))
+        else:
+            rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 7
+        assert set(rows[0]) == {"path", "p_fake", "verdict", "generator", "p_generator", "error"}
+
+
+def test_detect_exit_codes_when_nothing_can_be_done(model_dir, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("<html>not an image</html>")
+    assert main(["detect", str(bad), "--model", str(model_dir), "-q"]) == 1  # nothing readable
+    assert main(["detect", str(tmp_path / "missing.jpg"), "--model", str(model_dir), "-q"]) == 2
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    assert main(["detect", str(empty), "--model", str(model_dir), "-q"]) == 2
+    with pytest.raises(SystemExit, match="cannot load model"):
+        main(["detect", str(bad), "--model", str(tmp_path / "no-model")])
+
+
+def test_train_then_eval_writes_metrics_and_report(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_per_class=30, generators=("genA", "genB"))
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--backbone", "tiny-clip", "--epochs", "1", "--batch-size", "16",
+                 "--workers", "0", "--out", str(run), "-q"]) == 0
+    assert (run / "config.json").exists() and (run / "model.safetensors").exists()
+    report = tmp_path / "report"
+    assert main(["eval", str(data), "--model", str(run), "--split", "all", "--out", str(report), "-q"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    for key in ("n_images", "n_errors", "accuracy", "real_accuracy", "fake_accuracy", "auc", "ap",
+                "per_generator", "attribution"):
+        assert key in metrics
+    assert metrics["n_images"] == 60
+    assert set(metrics["per_generator"]) >= {"genA", "genB"}
+    assert {"accuracy", "macro_f1", "labels", "confusion"} <= set(metrics["attribution"])
+    assert (report / "report.md").exists() and (report / "roc.png").exists() and (report / "confusion.png").exists()
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_export_and_detect_with_onnx_runtime(model_dir, images, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(model_dir), "--out", str(onnx_file)]) == 0
+    out_torch, out_onnx = tmp_path / "t.csv", tmp_path / "o.csv"
+    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out_torch), "-q"]) == 0
+    assert main(["detect", str(images), "--model", str(onnx_file), "--runtime", "onnx", "--out", str(out_onnx), "-q"]) == 0
+    a, b = list(csv.DictReader(out_torch.open())), list(csv.DictReader(out_onnx.open()))
+    for x, y in zip(a, b):
+        assert x["path"] == y["path"]
+        if x["p_fake"]:
+            assert abs(float(x["p_fake"]) - float(y["p_fake"])) < 1e-4
