@@ -24,6 +24,8 @@ from aigi.model import Detector  # noqa: E402
 from aigi.predict import detect  # noqa: E402
 
 N_GOOD = 20
+# Ray Data's own DataContext warns about its deprecated fields; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 
 
 def _encode(im: Image.Image, fmt: str) -> bytes:
@@ -153,6 +155,27 @@ def test_main_jsonl_with_zip_and_missing_file(ray_local, model_dir, images, zipp
     # Running again into the same folder is refused, unless asked to overwrite.
     assert main(argv) == 2
     assert "not empty" in capsys.readouterr().err
+    argv = [str(model_dir), *first_two, zipped, "--out", str(out), "--format", "jsonl", "--overwrite"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 5  # without the missing file
+    assert len(_read_rows(str(out), ".jsonl")) == 5
+
+
+def test_cpu_guard():
+    # Ray Data needs a CPU beside the actors for its read/write tasks, or it waits forever.
+    from aigi.distributed import _check_cpus
+
+    class TwoCpus:
+        @staticmethod
+        def cluster_resources():
+            return {"CPU": 2.0}
+
+    _check_cpus(TwoCpus, 1, strict=True)
+    _check_cpus(TwoCpus, 2 * 0.5, strict=True)
+    with pytest.raises(ValueError, match="at least 1 more"):
+        _check_cpus(TwoCpus, 2, strict=True)  # a local instance cannot grow
+    with pytest.warns(RuntimeWarning, match="autoscaling"):
+        _check_cpus(TwoCpus, 2, strict=False)  # a cluster might
 
 
 # ----------------------------------------------------------------------------- without Ray work
@@ -183,6 +206,17 @@ def test_precheck_file(tmp_path):
     link = tmp_path / "dangling.png"
     link.symlink_to(tmp_path / "nowhere.png")
     assert precheck_file(str(link)).startswith("file not found")
+
+
+def test_unreadable_files_become_error_rows_not_reads(images, monkeypatch):
+    # Tests may run as root, where chmod 000 does not stop reads; fake the access check instead.
+    import aigi.distributed as dist
+
+    monkeypatch.setattr(dist.os, "access", lambda path, mode: not path.endswith("img01.png"))
+    plan = plan_inputs([images["root"]])
+    denied = [p for p in images["good"] if p.endswith("img01.png")]
+    assert plan.errors == [(denied[0], "permission denied")]
+    assert denied[0] not in plan.files and len(plan.files) == N_GOOD
 
 
 def test_refuses_bad_arguments_before_starting_ray(model_dir, images, tmp_path):

@@ -48,7 +48,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if not paths:
         return 2
     detector = _load_detector(args.model, args.device, args.runtime)
-    writer = ResultWriter(args.out) if args.out else None
+    writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out else None
+    already = len(writer.done) if writer is not None else 0
+    if already and not args.quiet:
+        print(f"aigi: resuming {args.out}: {len(writer.done)} file(s) already scored are skipped", file=sys.stderr)
     n_scored = n_errors = n_fake = 0
     show_rows = writer is None or args.verbose
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
@@ -56,7 +59,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path")
     pending = []
     try:
-        for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split):
+        for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
+                           skip=writer.done if writer is not None else frozenset()):
             if pred.error:
                 n_errors += 1
             else:
@@ -83,10 +87,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real), "
               f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out else ""),
               file=sys.stderr)
-    if total == 0:
+    if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
         return 2
-    return 0 if n_scored else 1
+    return 0 if n_scored or already else 1
 
 
 # ----------------------------------------------------------------------------- train
@@ -162,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
-    p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl")
+    p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl; an existing file is resumed")
+    p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every row even with --out")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

@@ -31,6 +31,7 @@ import os
 import stat
 import sys
 import tempfile
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -239,6 +240,21 @@ class _ScoreActor:
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
 
+def _check_cpus(ray, actor_cpus: float, strict: bool) -> None:
+    """Ray Data needs a CPU beside the actors for the read and write tasks, else it waits forever."""
+    total = float(ray.cluster_resources().get("CPU", 0))
+    if total - actor_cpus >= 1:
+        return
+    msg = (
+        f"the scoring actors take {actor_cpus:g} of the cluster's {total:g} CPUs; Ray Data needs at "
+        "least 1 more for reading and writing, or the job waits forever: use fewer actors or "
+        "fewer CPUs per actor"
+    )
+    if strict:  # a local instance we started cannot grow
+        raise ValueError(msg)
+    warnings.warn(msg + " (going on: an autoscaling cluster may add nodes)", RuntimeWarning, stacklevel=3)
+
+
 def _model_files(model: str) -> dict[str, bytes]:
     """The files of a saved detector, read on the driver (fails early, and clearly, if missing)."""
     from .model import CONFIG_NAME, WEIGHTS_NAME, resolve_model_path
@@ -288,20 +304,25 @@ def _out_filesystem(out_dir: str):
 
 
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
-    """Refuse to mix this run's shards with earlier files (the summary counts what is there);
-    with ``overwrite``, empty the folder first."""
+    """Refuse to mix this run's shards with earlier files (the summary counts what is there)."""
     import pyarrow.fs
 
     fs, path = _out_filesystem(out_dir)
     info = fs.get_file_info(path)
     if info.type == pyarrow.fs.FileType.File:
         raise FileExistsError(f"{out_dir} is a file; --out names a folder for the result shards")
-    if info.type == pyarrow.fs.FileType.NotFound:
+    if overwrite or info.type == pyarrow.fs.FileType.NotFound:
         return
-    if overwrite:
-        fs.delete_dir_contents(path)
-    elif fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)):
+    if fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)):
         raise FileExistsError(f"{out_dir} is not empty; choose a new folder or pass overwrite=True (--overwrite)")
+
+
+def _clear_out_dir(out_dir: str) -> None:
+    import pyarrow.fs
+
+    fs, path = _out_filesystem(out_dir)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir_contents(path)
 
 
 def _jsonl_names() -> dict:
@@ -364,6 +385,7 @@ def detect_ray(
     if batch_size < 1 or num_actors < 1 or num_cpus_per_actor < 0 or num_gpus_per_actor < 0:
         raise ValueError("batch_size and num_actors must be >= 1; CPUs and GPUs per actor >= 0")
     ray = _import_ray()
+    paths = list(paths)
     out_dir = os.fspath(out_dir)
     if not _is_uri(out_dir):
         out_dir = os.path.abspath(out_dir)  # workers write it; their working directory differs
@@ -377,6 +399,8 @@ def detect_ray(
     if started:
         ray.init(address=address)
     try:
+        local = started and address is None and not os.environ.get("RAY_ADDRESS")
+        _check_cpus(ray, num_actors * num_cpus_per_actor, strict=local)
         from ray.data import ActorPoolStrategy
 
         model_ref = ray.put(model_files)
@@ -395,6 +419,8 @@ def detect_ray(
             num_cpus=num_cpus_per_actor,
             num_gpus=num_gpus_per_actor or None,
         )
+        if overwrite:
+            _clear_out_dir(out_dir)
         if output_format == "parquet":
             scored.write_parquet(out_dir)
         else:

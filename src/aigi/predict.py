@@ -9,11 +9,12 @@ order. Memory stays bounded: at most ``workers * batch_size * 2`` images are in 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Iterable, Iterator
+from typing import IO, Container, Iterable, Iterator
 
 import numpy as np
 
@@ -94,15 +95,25 @@ def detect(
     workers: int = 2,
     autocast: bool = False,
     split: str = "all",
+    skip: Container[str] = frozenset(),
 ) -> Iterator[Prediction]:
     """Score every image under ``paths`` (files, folders recursively, zips), streamed.
 
-    ``split`` keeps only files of that public split (by their path relative to the input).
+    ``split`` keeps only files of that public split (by their path relative to the input);
+    files whose display path is in ``skip`` (already scored) are passed over, and a file
+    reached twice (a folder and a file inside it) is scored once.
     """
-    samples = iter_inputs(paths)
-    if split != "all":
-        samples = (s for s in samples if split_of(s.relpath) == check_split(split))
-    for _, prediction in score_samples(detector, samples, batch_size, workers, autocast):
+    check_split(split)
+
+    def wanted() -> Iterator[Sample]:
+        seen: set[str] = set()
+        for s in iter_inputs(paths):
+            if s.display in skip or s.display in seen or (split != "all" and split_of(s.relpath) != split):
+                continue
+            seen.add(s.display)
+            yield s
+
+    for _, prediction in score_samples(detector, wanted(), batch_size, workers, autocast):
         yield prediction
 
 
@@ -121,28 +132,72 @@ def result_row(p: Prediction) -> dict:
     }
 
 
-class ResultWriter:
-    """Writes rows to ``.csv`` or ``.jsonl``, flushing after each batch of rows."""
+def _complete_prefix(text: str, fmt: str) -> int:
+    """Length of the longest prefix of ``text`` made of whole records (a kill can cut the last)."""
+    end = len(text)
+    while end > 0:
+        if text[end - 1] == "\n":
+            chunk = text[:end]
+            try:
+                if fmt == "jsonl":
+                    json.loads(chunk[chunk.rfind("\n", 0, end - 1) + 1 :])
+                    return end
+                rows = list(csv.reader(io.StringIO(chunk, newline=""), strict=True))
+                if all(len(r) == len(RESULT_FIELDS) for r in rows):
+                    return end
+            except (ValueError, csv.Error):
+                pass  # a newline inside a half-written record: look further back
+        end = text.rfind("\n", 0, end - 1) + 1 if end > 1 else 0
+    return 0
 
-    def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
+
+class ResultWriter:
+    """Appends rows to ``.csv`` or ``.jsonl`` and flushes after every batch.
+
+    Opening an existing file resumes it: a half-written last record (from a kill) is cut
+    off, and :attr:`done` holds the paths already written, so that a re-run scores only the
+    rest and the file ends with exactly one row per input. ``overwrite=True`` starts afresh.
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         self.path = os.fspath(path)
-        self.format = "csv" if self.path.lower().endswith(".csv") else "jsonl"
         if not self.path.lower().endswith((".csv", ".jsonl", ".json")):
             raise ValueError(f"{self.path}: results are written as .csv or .jsonl")
-        new = not (append and os.path.exists(self.path) and os.path.getsize(self.path) > 0)
+        self.format = "csv" if self.path.lower().endswith(".csv") else "jsonl"
+        self.done: set[str] = set()
+        existing = "" if overwrite or not os.path.exists(self.path) else self._read()
+        keep = _complete_prefix(existing, self.format)
         # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
-        self._file: IO[str] = open(self.path, "w" if new else "a", newline="", encoding="utf-8", errors="surrogateescape")
-        self._csv = csv.DictWriter(self._file, fieldnames=RESULT_FIELDS) if self.format == "csv" else None
-        if self._csv is not None and new:
+        self._file: IO[str] = open(self.path, "a" if keep else "w", newline="", encoding="utf-8", errors="surrogateescape")
+        if keep:
+            self._file.truncate(len(existing[:keep].encode("utf-8", "surrogateescape")))
+            self.done = self._paths(existing[:keep])
+        self._csv = csv.DictWriter(self._file, fieldnames=RESULT_FIELDS, lineterminator="\n") if self.format == "csv" else None
+        if self._csv is not None and not keep:
             self._csv.writeheader()
+            self._file.flush()
+
+    def _read(self) -> str:
+        with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            return f.read()
+
+    def _paths(self, text: str) -> set[str]:
+        if self.format == "csv":
+            return {row["path"] for row in csv.DictReader(io.StringIO(text, newline=""))}
+        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
 
     def write(self, predictions: Iterable[Prediction]) -> None:
+        """Write rows as one string and flush: a kill loses at most the records being written."""
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n") if self._csv is not None else None
         for p in predictions:
             row = result_row(p)
-            if self._csv is not None:
-                self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+            if writer is not None:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
             else:
-                self._file.write(json.dumps(row) + "\n")
+                buf.write(json.dumps(row) + "\n")
+            self.done.add(p.path)
+        self._file.write(buf.getvalue())
         self._file.flush()
 
     def close(self) -> None:
