@@ -141,3 +141,14 @@ def test_calibration_helpers():
 def test_bad_config_is_rejected(dataset, tmp_path):
     with pytest.raises(ValueError, match="--tune"):
         train(small_config(dataset, tmp_path, tune="everything"))
+
+
+def test_linear_probe_on_cached_features_equals_the_full_pipeline(dataset, tmp_path):
+    kw = dict(tune="linear", augment="none", epochs=2)
+    cached = train(small_config(dataset, tmp_path / "cached", **kw))
+    direct = train(small_config(dataset, tmp_path / "direct", cache_features=False, **kw))
+    a, b = weights(cached / "model.safetensors"), weights(direct / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    log = [json.loads(x) for x in (cached / "log.jsonl").read_text().splitlines()]
+    assert sum("loss" in r for r in log) == 2 * 5

@@ -20,6 +20,8 @@ def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=["auto", "bf16", "fp32"],
+                   help="torch compute precision; auto = bf16 where the hardware has it (default %(default)s)")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                    help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
 
@@ -31,6 +33,14 @@ def _load_detector(name: str, device: str, runtime: str = "torch"):
         return load_runtime(name, runtime=runtime, device=device)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         sys.exit(f"aigi: cannot load model: {e}")
+
+
+def _autocast(args: argparse.Namespace, detector) -> bool:
+    from .train import use_bf16
+
+    if args.runtime != "torch":
+        return False
+    return use_bf16(args.precision, detector.device)
 
 
 # ----------------------------------------------------------------------------- detect
@@ -60,6 +70,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     pending = []
     try:
         for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
+                           autocast=_autocast(args, detector),
                            skip=writer.done if writer is not None else frozenset()):
             if pred.error:
                 n_errors += 1
@@ -127,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sys.exit(f"aigi eval: {e}")
     detector = _load_detector(args.model, args.device, args.runtime)
     metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
-                                    progress=not args.quiet)
+                                    autocast=_autocast(args, detector), progress=not args.quiet)
     metrics["data"] = dataset.summary()
     metrics["model"] = str(args.model)
     out = write_report(metrics, args.out, predictions, title=f"aigi eval: {args.data} ({args.split})")

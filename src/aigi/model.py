@@ -211,7 +211,10 @@ class Detector(ScoringMixin, nn.Module):
     # ------------------------------------------------------------------ computation
 
     def forward(self, pixel_values: torch.Tensor) -> DetectorOutput:
-        features = self.encoder(pixel_values)
+        return self.heads(self.encoder(pixel_values))
+
+    def heads(self, features: torch.Tensor) -> DetectorOutput:
+        """Pooled features -> both heads (training on cached features starts here)."""
         return DetectorOutput(self.binary_head(features).squeeze(-1), self.source_head(features))
 
     @torch.inference_mode()
