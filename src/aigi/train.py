@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import LEVELS, augment_image
-from .backbones import DEFAULT_BACKBONE, TINY_CLIP
+from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
 from .data import ImageDataset, ImageDecodeError, load_dataset, read_image
 from .model import Detector
 
@@ -75,8 +75,8 @@ class TrainConfig:
     def encoder_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        if self.backbone == TINY_CLIP:
-            return 5e-4  # from scratch
+        if self.backbone in FROM_SCRATCH_BACKBONES:
+            return 5e-4  # random initial weights: nothing to preserve
         return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0}[self.tune]
 
     def validate(self) -> None:
