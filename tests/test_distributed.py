@@ -44,11 +44,12 @@ def ray_local():
         yield
         return
     with pytest.MonkeyPatch.context() as mp:
+        # No telemetry: its background thread polls a Prometheus that is not there.
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +236,13 @@ def test_missing_ray_message(model_dir, images, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'aigi\[ray\]'"):
         detect_ray(str(model_dir), [images["root"]], str(tmp_path / "o"))
+
+
+def test_cli_detect_ray_flag(ray_local, model_dir, images, tmp_path, capsys):
+    from aigi.cli import main as aigi_main
+
+    out = tmp_path / "shards"
+    assert aigi_main(["detect", images["root"], "--model", str(model_dir), "--ray", "--out", str(out)]) == 0
+    rows = _read_rows(str(out), ".parquet")
+    assert len(rows) == N_GOOD + 1 and sum(bool(r["error"]) for r in rows) == 1
+    assert "unreadable" in capsys.readouterr().err

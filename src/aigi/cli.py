@@ -46,6 +46,23 @@ def _autocast(args: argparse.Namespace, detector) -> bool:
 # ----------------------------------------------------------------------------- detect
 
 
+def cmd_detect_ray(args: argparse.Namespace, paths: list[str]) -> int:
+    from .distributed import detect_ray
+
+    if not args.out:
+        sys.exit("aigi detect --ray: --out DIR is required (Parquet or JSONL shards are written there)")
+    fmt = "jsonl" if args.out.rstrip("/").endswith(".jsonl") else "parquet"
+    try:
+        summary = detect_ray(args.model, paths, args.out, batch_size=args.batch_size, num_actors=args.actors,
+                             output_format=fmt, address=args.address, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        sys.exit(f"aigi detect --ray: {e}")
+    print(f"{summary['n_images']} file(s): {summary['n_images'] - summary['n_errors']} scored "
+          f"({summary['n_fake']} AI-generated), {summary['n_errors']} unreadable; {summary['format']} shards in "
+          f"{summary['out_dir']}", file=sys.stderr)
+    return 0 if summary["n_images"] > summary["n_errors"] else (2 if not summary["n_images"] else 1)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -57,6 +74,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     paths = [p for p in args.paths if p not in missing]
     if not paths:
         return 2
+    if args.ray:
+        return cmd_detect_ray(args, paths)
     detector = _load_detector(args.model, args.device, args.runtime)
     writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out else None
     already = len(writer.done) if writer is not None else 0
@@ -180,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl; an existing file is resumed")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
+    p.add_argument("--ray", action="store_true", help="score on a Ray cluster (Ray Data); --out is then a folder of shards")
+    p.add_argument("--address", default=None, help="with --ray: cluster address (auto, ray://HOST:10001); default a local Ray")
+    p.add_argument("--actors", type=int, default=1, help="with --ray: scoring actors, one model each (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every row even with --out")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     _add_runtime_args(p)
