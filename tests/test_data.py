@@ -808,3 +808,17 @@ def test_zip_handles_do_not_accumulate(tmp_path):
         assert read_bytes(Sample("a.png", archive=archive)) == b"x%d" % i
         os.remove(archive)  # e.g. a temporary upload: its disk space must be freed
     assert n_fds() - before <= 10
+
+
+def test_load_datasets_concatenates_and_keeps_each_split(layout_dir, tmp_path):
+    import shutil
+
+    from aigi.data import load_datasets
+
+    other = tmp_path / "other_ds"
+    shutil.copytree(layout_dir, other)
+    one = load_dataset(layout_dir, "all")
+    both = load_datasets([layout_dir, other], "all")
+    assert len(both) == 2 * len(one)
+    assert [s.relpath for s in both.samples] == [s.relpath for s in one.samples] * 2
+    assert load_datasets(str(layout_dir)).samples == one.samples

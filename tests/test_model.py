@@ -77,3 +77,20 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
     (tmp_path / "other" / CONFIG_NAME).write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not an aigi detector"):
         Detector.from_pretrained(tmp_path / "other")
+
+
+def test_float16_save_halves_the_file_and_keeps_integer_buffers(tmp_path):
+    torch.manual_seed(0)
+    detector = Detector.from_backbone("cnn-small", ["genA"]).eval()  # has BatchNorm counters
+    full = detector.save_pretrained(tmp_path / "fp32")
+    half = detector.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    assert (half / WEIGHTS_NAME).stat().st_size < 0.6 * (full / WEIGHTS_NAME).stat().st_size
+    from safetensors.torch import load_file
+
+    state = load_file(str(half / WEIGHTS_NAME))
+    assert all(v.dtype in (torch.float16, torch.int64) for v in state.values())
+    assert any(v.dtype == torch.int64 for v in state.values())
+    x = torch.from_numpy(np.stack([detector.preprocessing(Image.new("RGB", (40, 40), (120, 30, 60)))]))
+    a, _ = detector.score_batch(x)
+    b, _ = Detector.from_pretrained(half).score_batch(x)
+    assert abs(a[0] - b[0]) < 1e-2

@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
+        data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
         last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
@@ -148,11 +148,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .data import load_datasets
     from .evaluate import evaluate, write_report
 
     try:
-        dataset = load_dataset(args.data, args.split).subset(args.max_images, args.seed)
+        dataset = load_datasets(args.data, args.split).subset(args.max_images, args.seed)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi eval: {e}")
     detector = _load_detector(args.model, args.device, args.runtime)
@@ -160,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                     autocast=_autocast(args, detector), progress=not args.quiet)
     metrics["data"] = dataset.summary()
     metrics["model"] = str(args.model)
-    out = write_report(metrics, args.out, predictions, title=f"aigi eval: {args.data} ({args.split})")
+    out = write_report(metrics, args.out, predictions, title=f"aigi eval: {' + '.join(args.data)} ({args.split})")
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"{metrics['n_images']} images ({metrics['n_errors']} unreadable): accuracy {fmt(metrics['accuracy'])}, "
           f"real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = verbs.add_parser("train", help="train a detector", description="Fine-tune an encoder with binary and source heads.")
-    p.add_argument("data", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest")
+    p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: trained on together)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, logs)")
     p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help="hub id, local model dir, or tiny-clip (default %(default)s)")
     p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear"], help="what to train (default %(default)s)")
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description="Write metrics.json and report.md.")
-    p.add_argument("data", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest")
+    p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: scored together)")
     p.add_argument("--model", default="default")
     p.add_argument("--split", default="test", choices=SPLITS, help="public split to evaluate (default %(default)s)")
     p.add_argument("--out", required=True, help="report directory")

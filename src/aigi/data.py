@@ -221,6 +221,15 @@ def load_dataset(source: str | os.PathLike, split: str = "all") -> ImageDataset:
     return ImageDataset(source, samples, split, skipped)
 
 
+def load_datasets(sources: str | os.PathLike | list[str | os.PathLike], split: str = "all") -> ImageDataset:
+    """One or several datasets as one (each keeps its own relative paths for the split rule)."""
+    if isinstance(sources, (str, os.PathLike)):
+        return load_dataset(sources, split)
+    parts = [load_dataset(s, split) for s in sources]
+    return ImageDataset(" + ".join(p.source for p in parts), [x for p in parts for x in p.samples], split,
+                        [x for p in parts for x in p.skipped])
+
+
 def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[Sample]:
     """Every image to score under ``paths`` (files, folders walked recursively, zips), streamed.
 
@@ -386,6 +395,7 @@ __all__ = [
     "iter_inputs",
     "label_from_relpath",
     "load_dataset",
+    "load_datasets",
     "open_image",
     "read_bytes",
     "read_image",

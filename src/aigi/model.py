@@ -178,14 +178,16 @@ class Detector(ScoringMixin, nn.Module):
         prep = Preprocessing.from_dict(config["preprocessing"])
         model = cls(encoder, prep, config["labels"], config)
         state = load_file(str(path / WEIGHTS_NAME))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.to(device).eval()
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically (a kill never leaves half a file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
+        # Only floating tensors take ``dtype`` (fp16 halves a bundled model); counters stay integers.
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+                 for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "aigi_version": __version__})
         os.replace(tmp, directory / WEIGHTS_NAME)

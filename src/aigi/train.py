@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .augment import LEVELS, augment_image
 from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
-from .data import ImageDataset, ImageDecodeError, load_dataset, read_image
+from .data import ImageDataset, ImageDecodeError, load_datasets, read_image
 from .model import Detector
 
 TUNE_MODES = ("full", "last-k", "lora", "linear")
@@ -44,7 +44,7 @@ TUNE_MODES = ("full", "last-k", "lora", "linear")
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | list[str]  # one dataset, or several trained on together
     out: str = "runs/aigi"
     split: str = "train"
     backbone: str = DEFAULT_BACKBONE
@@ -367,9 +367,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    train_set = load_dataset(cfg.data, cfg.split).subset(cfg.max_images, cfg.seed)
+    train_set = load_datasets(cfg.data, cfg.split).subset(cfg.max_images, cfg.seed)
     max_val = cfg.max_val_images or (max(200, cfg.max_images // 4) if cfg.max_images else None)
-    val_set = load_dataset(cfg.data, "val").subset(max_val, cfg.seed)
+    val_set = load_datasets(cfg.data, "val").subset(max_val, cfg.seed)
     if len(train_set) == 0:
         raise ValueError(f"{cfg.data}: the train split is empty")
     detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size)
