@@ -94,3 +94,14 @@ def test_float16_save_halves_the_file_and_keeps_integer_buffers(tmp_path):
     a, _ = detector.score_batch(x)
     b, _ = Detector.from_pretrained(half).score_batch(x)
     assert abs(a[0] - b[0]) < 1e-2
+
+
+def test_bundled_default_model_scores_images_of_any_size():
+    detector = Detector.from_pretrained("default")
+    assert detector.labels[0] == "real" and len(detector.labels) >= 2
+    assert 0 < detector.threshold < 1
+    sizes = [(1, 1), (32, 32), (20000, 10), (3000, 2000), (481, 321)]
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    results = detector.predict(images)
+    assert all(r.error == "" and 0 <= r.p_fake <= 1 for r in results)
