@@ -171,6 +171,19 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
                 recall = counts[a["labels"].index(label)] / n if n else None
                 lines.append(f"| {label} | " + " | ".join(str(c) for c in counts) + f" | {_fmt(recall)}% |")
             lines.append("")
+    notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    bundled = ROOT / "src" / "aigi" / "models" / "default" / "config.json"
+    if bundled.exists():
+        test = json.loads(bundled.read_text()).get("metrics", {}).get("test", {})
+        lines += ["", "### Bundled default model", "",
+                  "Trained on the train splits of all of ../shared/data (`python -m benchmarks.bundle_default`; "
+                  "see MODEL_CARD.md), scored on test splits it never saw; the last row, every sd15-styles fake, "
+                  "includes its training fakes and is the fake recall `aigi eval` reports on that folder:", "",
+                  "| set | images | accuracy | real acc | fake acc | AUC |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {t['n_images']} | {_fmt(t['accuracy'])} | {_fmt(t['real_accuracy'])} | "
+                  f"{_fmt(t['fake_accuracy'])} | {_fmt(t['auc'], False)} |" for name, t in test.items()]
     if rows:
         lines += ["", f"Machine: {rows[0]['machine']}. Dates: {', '.join(sorted({r['date'] for r in rows}))}."]
     section = "\n".join(lines) + "\n"
