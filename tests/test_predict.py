@@ -54,7 +54,7 @@ def test_thread_count_and_batch_size_do_not_change_scores(detector, inputs):
 def test_writers_produce_one_row_per_file(detector, inputs, tmp_path, suffix):
     folder, _, _ = inputs
     results = list(detect(detector, [folder]))
-    out = tmp_path / f"results{suffix}"
+    out = tmp_path / "new" / "folder" / f"results{suffix}"  # missing folders are created
     with ResultWriter(out) as w:
         w.write(results)
     if suffix == ".csv":

@@ -165,6 +165,7 @@ class ResultWriter:
             raise ValueError(f"{self.path}: results are written as .csv or .jsonl")
         self.format = "csv" if self.path.lower().endswith(".csv") else "jsonl"
         self.done: set[str] = set()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         existing = "" if overwrite or not os.path.exists(self.path) else self._read()
         keep = _complete_prefix(existing, self.format)
         # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
