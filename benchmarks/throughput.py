@@ -570,8 +570,7 @@ def render_section(data: dict) -> str:
            if data.get("bundled_default_model") is None else
            "`default` is the bundled model (what `aigi detect` uses without `--model`)."),
         f"- Inputs: synthetic photo-like JPEGs, {s['image_size']}×{s['image_size']}, quality 90, seeded; "
-        f"batch size {s['batch_size']}. `clip-b32` runs end to end on {s['n_images_large']} images "
-        f"(naive on {s['naive_images_large']}), the others on {s['n_images']} (naive on {s['naive_images']}).",
+        f"batch size {s['batch_size']}; image counts per model in its heading.",
         "- **forward**: `score_batch` on a pre-made batch (in process, after warm-up). **e2e**: "
         "`aigi detect FOLDER --model DIR --out results.jsonl -q --workers W --batch-size B [--runtime onnx]` "
         "in a subprocess; images / time from the first to the last prediction (imports and model "
@@ -680,6 +679,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/throughput.json", help="raw results JSON (default %(default)s)")
     p.add_argument("--update-md", action="store_true", help="rewrite the '## Throughput' section of --md")
     p.add_argument("--md", default="BENCHMARKS.md", help="Markdown file for --update-md (default %(default)s)")
+    p.add_argument("--render", metavar="JSON", help="measure nothing: print (and with --update-md write) the section of a saved run")
     args = p.parse_args(argv)
     if args.models == "auto":
         args.models = "tiny-clip,clip-b32" + (",default" if bundled_default_model() else "")
@@ -704,6 +704,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # A plain `kill` still removes the temporary folder (the finally clause below runs).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.render:
+        section = render_section(json.loads(Path(args.render).read_text(encoding="utf-8")))
+        print(section)
+        if args.update_md:
+            update_markdown(Path(args.md), section)
+            log(f"updated the '{SECTION}' section of {args.md}")
+        return 0
     command = "python -m benchmarks.throughput " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     t_total = time.perf_counter()
     tmp_ctx = tempfile.TemporaryDirectory(prefix="aigi-throughput-") if not args.tmp else None
