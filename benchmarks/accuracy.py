@@ -48,6 +48,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                                   dict(backbone="efficientnet-lite0", tune="full", epochs=2, lr=2e-4, image_size=64,
                                        augment="light", max_images=20000, max_val_images=2000, batch_size=64,
                                        workers=1, precision="fp32")),
+    "effnet-lite0-full": ("ImageNet EfficientNet-Lite0 fine-tuned on all of CIFAKE train (the default model's recipe)",
+                          dict(backbone="efficientnet-lite0", tune="full", epochs=4, lr=2e-4, image_size=64,
+                               augment="light", max_val_images=3000, batch_size=64, workers=1)),
     "vit-s-linear-univfd": ("frozen pretrained ViT-S/14 + linear heads (UnivFD-style)",
                             dict(VIT, tune="linear", augment="none", epochs=12, max_images=10000, max_val_images=1000)),
     "vit-s-full-paper": ("pretrained ViT-S/14, full fine-tune, Adam, 12 epochs (the paper's recipe)",
@@ -155,7 +158,8 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
     attribution = [r for r in rows if r["name"].endswith("-attribution")]
     if attribution:
         lines += ["", "### Attribution (4 sources, 32 px, JPEG q95 4:4:4 for every source)", "",
-                  "Sources: `real` (3,000 CIFAKE reals + 158 real-photos-dev photos), `sd14` (3,000 CIFAKE fakes), "
+                  "Sources: `real` (3,000 CIFAKE reals, the 158 real-photos-dev photos and 4 colour photos scikit-image "
+                  "ships: astronaut, chelsea, coffee, rocket), `sd14` (3,000 CIFAKE fakes), "
                   "`deliberate-2-0` and `dreamshaper-3-2` (sd15-styles), each centre-cropped and Lanczos-downscaled to "
                   "32 px (`python -m benchmarks.datasets attribution`). Test split only.", ""]
         for r in attribution:

@@ -21,7 +21,7 @@ from .accuracy import ROOT, SHARED, machine
 
 DATA = [str(SHARED / "data" / n) for n in ("cifake-dev.zip", "sd15-styles.zip", "real-photos-dev.zip")]
 BUNDLE = ROOT / "src" / "aigi" / "models" / "default"
-RECIPE = dict(backbone="efficientnet-lite0", tune="full", epochs=2, lr=2e-4, image_size=64, augment="light",
+RECIPE = dict(backbone="efficientnet-lite0", tune="full", epochs=5, lr=2e-4, image_size=64, augment="light",
               batch_size=64, max_val_images=3000, workers=1, seed=0)
 
 

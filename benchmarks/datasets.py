@@ -29,6 +29,9 @@ JPEG = dict(format="JPEG", quality=95, subsampling=0)  # the rule: q95, 4:4:4, n
 GENERALIZATION_CROP = 320  # the smallest real photo side is 321 px: equal-size crops for all
 ATTRIBUTION_SIZE = 32  # CIFAKE's size: every source is downscaled to it the same way
 ATTRIBUTION_CIFAKE_PER_CLASS = 3000
+# Colour camera photos that scikit-image ships in its wheel (BSD-3). Its greyscale photos
+# (camera, coins, moon, ...) are left out: every fake is in colour, so grey would mark "real".
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def shared(name: str) -> Path:
@@ -93,11 +96,22 @@ def build_generalization(root: Path | None = None) -> Path:
     return root
 
 
+def skimage_photos() -> dict[str, Image.Image]:
+    try:
+        import skimage.data
+    except ImportError:
+        raise SystemExit("the attribution set includes scikit-image's photos: pip install -e '.[bench]'") from None
+    return {name: Image.fromarray(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS}
+
+
 def build_attribution(root: Path | None = None) -> Path:
-    """real (CIFAKE + real photos), sd14 (CIFAKE), deliberate-2-0, dreamshaper-3-2 at 32 px."""
-    root = root or CACHE / f"attribution-{ATTRIBUTION_SIZE}"
+    """real (CIFAKE, real-photos-dev, scikit-image photos), sd14 (CIFAKE), deliberate-2-0,
+    dreamshaper-3-2, all at 32 px."""
+    root = root or CACHE / f"attribution-{ATTRIBUTION_SIZE}-v2"
     if (root / ".complete").exists():
         return root
+    for name, im in skimage_photos().items():
+        _write(downscale_square(im, ATTRIBUTION_SIZE), root / "real" / "scikit-image" / f"{name}.jpg")
     cifake = shared("cifake-dev.zip")
     for prefix in ("real/", "fake/sd14/"):
         names = [n for n, _ in _members(cifake, prefix)]

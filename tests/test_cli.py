@@ -1,12 +1,13 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from aigi.cli import main
+from aigi.cli import build_parser, main, prepare_threads
 from aigi.model import Detector
 from synthetic import make_dataset
 
@@ -93,3 +94,23 @@ def test_export_and_detect_with_onnx_runtime(model_dir, images, tmp_path, capsys
         assert x["path"] == y["path"]
         if x["p_fake"]:
             assert abs(float(x["p_fake"]) - float(y["p_fake"])) < 1e-4
+
+
+def test_importing_the_cli_does_not_load_torch():
+    """`aigi detect` must set OpenMP's wait policy before torch loads (prepare_threads)."""
+    code = ("import sys, aigi, aigi.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "from aigi import Detector; assert 'torch' in sys.modules and Detector.__name__ == 'Detector'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_detect_lets_idle_compute_threads_sleep_unless_told_otherwise(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset-by-test")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert prepare_threads(build_parser().parse_args(["detect", "x.jpg"]))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
+    prepare_threads(build_parser().parse_args(["detect", "x.jpg"]))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert not prepare_threads(build_parser().parse_args(["detect", "x.jpg", "--workers", "0"]))
+    assert "OMP_WAIT_POLICY" not in os.environ

@@ -31,6 +31,7 @@ from aigi.data import (
     load_dataset,
     read_bytes,
     read_image,
+    reduction_factor,
     split_of,
 )
 
@@ -478,6 +479,60 @@ def test_decode_exif_orientation(encode, orientation, red_corner):
     for name, xy in corners.items():
         want = (255, 0, 0) if name == red_corner else (0, 0, 255)
         assert close(out.getpixel(xy), want, 30), (name, out.getpixel(xy))
+
+
+@pytest.mark.parametrize(
+    "size, min_size, want",
+    [((1000, 800), None, 1), ((1000, 800), 128, 4), ((1000, 800), 100, 8), ((1000, 800), 5000, 1),
+     ((300, 200), 128, 1), ((512, 256), 128, 2), ((20000, 10), 64, 1)],
+)
+def test_reduction_factor(size, min_size, want):
+    assert reduction_factor(*size, min_size) == want
+
+
+def smooth_photo(size=(512, 384), seed=0) -> Image.Image:
+    """Photo-like: smooth colour fields with some texture (what draft decoding is for)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((12, 16, 3)) * 255).astype(np.uint8))
+    arr = np.asarray(small.resize(size, Image.Resampling.BICUBIC), np.float32) + rng.normal(0, 4, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_decode_with_min_size_shrinks_every_format_alike(encode, fmt):
+    im = smooth_photo()
+    data = encode(im, fmt, quality=95) if fmt != "PNG" else encode(im, fmt)
+    full = decode_image(data, "x")
+    small = decode_image(data, "x", min_size=96)
+    assert_rgb8(small)
+    assert small.size == (128, 96)  # factor 4 for JPEG (DCT scaling) and the others (box reduce)
+    # Same picture as a box-filtered full decode, within JPEG's own error.
+    box = np.asarray(full.reduce(4), np.float32)
+    assert np.abs(np.asarray(small, np.float32) - box).mean() < 3.0
+
+
+def test_decode_with_min_size_never_goes_below_it(encode):
+    data = encode(smooth_photo((300, 90)), "JPEG")
+    for min_size in (10, 40, 45, 46, 89, 90, 91, 400):
+        w, h = decode_image(data, "x", min_size=min_size).size
+        assert min(w, h) >= min(min_size, 90)
+
+
+def test_decode_with_min_size_keeps_exif_orientation(encode):
+    im = Image.new("RGB", (400, 200), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 100, 100))  # red in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 clockwise: red ends top-right
+    for fmt in ("JPEG", "PNG"):
+        out = decode_image(encode(im, fmt, exif=exif), "rot", min_size=40)
+        assert out.size == (50, 100)
+        assert close(out.getpixel((45, 5)), (255, 0, 0), 30) and close(out.getpixel((5, 95)), (0, 0, 255), 30)
+
+
+def test_decode_with_min_size_still_refuses_bombs_on_the_header(encode, monkeypatch):
+    data = patch_png_size(encode(Image.new("RGB", (8, 8)), "PNG"), 60000, 60000)
+    with pytest.raises(ImageDecodeError, match="bomb"):
+        decode_image(data, "bomb.png", min_size=64)
 
 
 def test_decode_corrupt_exif_still_decodes(encode):

@@ -89,6 +89,12 @@ def test_parity_random_batch(saved, onnx_detector):
     _assert_parity(detector, onnx_detector, _random_pixels(4, detector.preprocessing.crop))
 
 
+def test_parity_with_sleeping_threads(saved):
+    """``spinning=False`` (what ``aigi detect`` uses) changes scheduling, not results."""
+    detector, _, path = saved
+    _assert_parity(detector, OnnxDetector.from_file(path, spinning=False), _random_pixels(4, detector.preprocessing.crop))
+
+
 def test_parity_real_images(saved, onnx_detector, tmp_path):
     detector, _, _ = saved
     pixels = np.stack([onnx_detector.preprocessing(open_image(p)) for p in _write_images(tmp_path)])

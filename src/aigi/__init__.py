@@ -5,9 +5,30 @@
     >>> detector.predict(["photo.jpg"])[0].p_fake
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .data import ImageDecodeError, load_dataset, split_of  # noqa: E402
-from .model import Detector, Prediction  # noqa: E402
+# Names are imported on first use, so `import aigi.cli` does not load torch: `aigi detect`
+# must set OpenMP's wait policy before torch starts its thread pool (see cli.cmd_detect).
+_EXPORTS = {
+    "Detector": "model",
+    "Prediction": "model",
+    "ImageDecodeError": "data",
+    "load_dataset": "data",
+    "split_of": "data",
+}
 
-__all__ = ["Detector", "ImageDecodeError", "Prediction", "__version__", "load_dataset", "split_of"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'aigi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -59,6 +59,13 @@ class Preprocessing:
         new_size = max(size, round(size * self.size / self.crop))
         return Preprocessing(new_size, size, self.resize, self.mean, self.std, self.resample)
 
+    @property
+    def decode_size(self) -> int:
+        """Decoders may shrink an image while both sides stay at least this large
+        (:func:`aigi.data.decode_image`). Twice the resize target, so the final resample
+        still sees enough pixels to antialias, and the training crops still have detail."""
+        return 2 * self.size
+
     def resize_and_crop(self, im: Image.Image) -> Image.Image:
         w, h = im.size
         if self.resize == "shortest_edge":  # integer sizes exactly as transformers' processors

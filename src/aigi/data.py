@@ -30,6 +30,19 @@ MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 MAX_FILE_BYTES: int = 256 * 2**20
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
+# Decoding threads for scoring: half the cores, the rest for the model. On the 2-core
+# benchmark machine that is one thread, the faster choice with torch for the default model
+# and CLIP ViT-B/32 (BENCHMARKS.md, Throughput; use --workers 2 with --runtime onnx there).
+DECODE_WORKERS: int = max(1, _usable_cpus() // 2)
+
+
 class ImageDecodeError(Exception):
     """A file that cannot be turned into an image; ``path`` and ``reason`` are kept apart."""
 
@@ -337,11 +350,26 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def reduction_factor(width: int, height: int, min_size: int | None) -> int:
+    """The largest of 1, 2, 4, 8 that keeps both sides of the image at least ``min_size``."""
+    if not min_size:
+        return 1
+    ratio = min(width // min_size, height // min_size)
+    return next((f for f in (8, 4, 2) if ratio >= f), 1)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS,
+                 min_size: int | None = None) -> Image.Image:
     """Bytes -> upright 8-bit RGB image, or :class:`ImageDecodeError` with a clear reason.
 
     JPEG, PNG, WebP, GIF (first frame), BMP and TIFF; EXIF orientation applied; the declared
     size is checked against ``max_pixels`` before any pixel is decoded.
+
+    ``min_size``: the caller only needs both sides at least this large, so the image is
+    shrunk by a factor of 2, 4 or 8 while it is decoded. JPEGs are decoded at that scale
+    (libjpeg's DCT scaling, several times cheaper); every other format is decoded whole and
+    box-reduced by the same factor, so the two formats reach the model through the same
+    kind of filter and format alone is no signal.
     """
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
@@ -356,9 +384,13 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
             )
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)  # animated GIF/WebP/TIFF: score the first frame
+        factor = reduction_factor(width, height, min_size)
+        if factor > 1 and im.format in ("JPEG", "MPO"):
+            im.draft(im.mode, (min_size, min_size))
+            factor = 1
         im.load()
-        im = ImageOps.exif_transpose(im) or im
-        return to_rgb(im)
+        im = to_rgb(ImageOps.exif_transpose(im) or im)
+        return im.reduce(factor) if factor > 1 else im
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -373,19 +405,20 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
         raise ImageDecodeError(name, f"cannot decode ({type(e).__name__}: {e})") from None
 
 
-def read_image(sample: Sample) -> Image.Image:
-    """file -> image: read the bytes of ``sample`` and decode them."""
-    return decode_image(read_bytes(sample), sample.display)
+def read_image(sample: Sample, min_size: int | None = None) -> Image.Image:
+    """file -> image: read the bytes of ``sample`` and decode them (see :func:`decode_image`)."""
+    return decode_image(read_bytes(sample), sample.display, min_size=min_size)
 
 
-def open_image(path: str | os.PathLike | Image.Image) -> Image.Image:
+def open_image(path: str | os.PathLike | Image.Image, min_size: int | None = None) -> Image.Image:
     """A path or an already-open PIL image -> RGB image (for the Python API)."""
     if isinstance(path, Image.Image):
         return to_rgb(path)
-    return read_image(Sample(os.fspath(path)))
+    return read_image(Sample(os.fspath(path)), min_size)
 
 
 __all__ = [
+    "DECODE_WORKERS",
     "IMAGE_EXTENSIONS",
     "SPLITS",
     "ImageDataset",
@@ -398,6 +431,7 @@ __all__ = [
     "load_datasets",
     "open_image",
     "read_bytes",
+    "reduction_factor",
     "read_image",
     "split_of",
     "to_rgb",

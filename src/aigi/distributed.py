@@ -227,7 +227,7 @@ class _ScoreActor:
                 data = b"" if data is None else bytes(data)
                 if len(data) > MAX_FILE_BYTES:
                     raise ImageDecodeError(name, f"file is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit")
-                arrays.append(self.detector.preprocessing(decode_image(data, name)))
+                arrays.append(self.detector.preprocessing(decode_image(data, name, min_size=self.detector.preprocessing.decode_size)))
                 good.append(i)
             except ImageDecodeError as e:
                 rows[i] = result_row(Prediction(name, error=e.reason))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import REAL, ImageDataset, Sample
+from .data import DECODE_WORKERS, REAL, ImageDataset, Sample
 
 if TYPE_CHECKING:  # keep `import aigi.evaluate` cheap: torch comes in with the model only when used
     from .model import Detector, Prediction
@@ -244,7 +244,7 @@ def evaluate(
     detector: "Detector",
     samples_or_dataset: ImageDataset | Iterable[Sample],
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int = DECODE_WORKERS,
     autocast: bool = False,
     progress: bool = True,
 ) -> tuple[dict, list["Prediction"]]:

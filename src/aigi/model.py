@@ -134,7 +134,7 @@ class ScoringMixin:
         for i, item in enumerate(items):
             results.append(Prediction(names[i]))
             try:
-                batch.append((i, self.preprocessing(open_image(item))))
+                batch.append((i, self.preprocessing(open_image(item, self.preprocessing.decode_size))))
             except ImageDecodeError as e:
                 results[i].error = e.reason
             if len(batch) >= batch_size:

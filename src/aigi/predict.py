@@ -18,7 +18,7 @@ from typing import IO, Container, Iterable, Iterator
 
 import numpy as np
 
-from .data import ImageDecodeError, Sample, check_split, iter_inputs, read_image, split_of
+from .data import DECODE_WORKERS, ImageDecodeError, Sample, check_split, iter_inputs, read_image, split_of
 from .model import Detector, Prediction
 
 RESULT_FIELDS = ("path", "p_fake", "verdict", "generator", "p_generator", "error")
@@ -26,7 +26,7 @@ RESULT_FIELDS = ("path", "p_fake", "verdict", "generator", "p_generator", "error
 
 def _load(sample: Sample, preprocessing) -> np.ndarray | ImageDecodeError:
     try:
-        return preprocessing(read_image(sample))
+        return preprocessing(read_image(sample, preprocessing.decode_size))
     except ImageDecodeError as e:
         return e
     except Exception as e:  # never let one file end a run
@@ -34,7 +34,7 @@ def _load(sample: Sample, preprocessing) -> np.ndarray | ImageDecodeError:
 
 
 def iter_decoded(
-    samples: Iterable[Sample], preprocessing, workers: int = 2, max_inflight: int = 256
+    samples: Iterable[Sample], preprocessing, workers: int = DECODE_WORKERS, max_inflight: int = 256
 ) -> Iterator[tuple[Sample, np.ndarray | ImageDecodeError]]:
     """(sample, pixels or error) in input order, decoded by ``workers`` threads (0: inline)."""
     if workers <= 0:
@@ -57,7 +57,7 @@ def score_samples(
     detector: Detector,
     samples: Iterable[Sample],
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int = DECODE_WORKERS,
     autocast: bool = False,
 ) -> Iterator[tuple[Sample, Prediction]]:
     """(sample, prediction) for every sample, in order; unreadable files carry ``error``."""
@@ -92,7 +92,7 @@ def detect(
     detector: Detector,
     paths: Iterable[str | os.PathLike],
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int = DECODE_WORKERS,
     autocast: bool = False,
     split: str = "all",
     skip: Container[str] = frozenset(),

@@ -122,7 +122,7 @@ class TrainingImages(torch.utils.data.Dataset):
         epoch, i = divmod(key, len(self.samples))
         sample = self.samples[i]
         try:
-            im = read_image(sample)
+            im = read_image(sample, self.preprocessing.decode_size)
             im = augment_image(im, np.random.default_rng([self.seed, epoch, i]), self.augment)
             pixels = torch.from_numpy(self.preprocessing(im))
         except ImageDecodeError as e:
