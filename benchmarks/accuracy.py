@@ -49,7 +49,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                                        augment="light", max_images=20000, max_val_images=2000, batch_size=64,
                                        workers=1, precision="fp32")),
     "effnet-lite0-full": ("ImageNet EfficientNet-Lite0 fine-tuned on all of CIFAKE train (the default model's recipe)",
-                          dict(backbone="efficientnet-lite0", tune="full", epochs=4, lr=2e-4, image_size=64,
+                          dict(backbone="efficientnet-lite0", tune="full", epochs=8, lr=2e-4, image_size=64,
                                augment="light", max_val_images=3000, batch_size=64, workers=1)),
     "vit-s-linear-univfd": ("frozen pretrained ViT-S/14 + linear heads (UnivFD-style)",
                             dict(VIT, tune="linear", augment="none", epochs=12, max_images=10000, max_val_images=1000)),
@@ -82,7 +82,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, no GPU"
 
 
-def run_one(name: str, out_dir: Path) -> dict:
+def run_one(name: str, out_dir: Path, vit: str | None = None) -> dict:
     """Train, evaluate on every benchmark set, and return the row (runs in this process)."""
     import torch
 
@@ -95,6 +95,10 @@ def run_one(name: str, out_dir: Path) -> dict:
 
     what, overrides = CONFIGS[name]
     overrides = dict(overrides)
+    row_name = name
+    if vit and overrides.get("backbone") == DINOV2:  # the same row on another pretrained ViT
+        overrides["backbone"] = vit
+        row_name = f"{name}@{Path(vit).name}"
     data = overrides.pop("data", CIFAKE)
     if data == "attribution":
         data = str(build_attribution())
@@ -103,7 +107,7 @@ def run_one(name: str, out_dir: Path) -> dict:
     train(cfg)
     train_s = time.time() - started
     detector = Detector.from_pretrained(cfg.out)
-    row = {"name": name, "what": what, "backbone": Path(cfg.backbone).name, "tune": cfg.tune,
+    row = {"name": row_name, "what": what, "backbone": Path(cfg.backbone).name, "tune": cfg.tune,
            "input_px": detector.preprocessing.crop, "epochs": cfg.epochs,
            "train_images": detector.config["training"]["data"]["n_images"],
            "trainable_params": detector.config["training"]["trainable_parameters"],
@@ -123,7 +127,9 @@ def run_one(name: str, out_dir: Path) -> dict:
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["machine"] = machine()
     row["date"] = date.today().isoformat()
-    row["command"] = f"python -m benchmarks.accuracy run {name}"
+    row["command"] = f"python -m benchmarks.accuracy run {name}" + (f" --vit {vit}" if row_name != name else "")
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    row["aigi_commit"] = commit.stdout.strip() or None
     return row
 
 
@@ -136,7 +142,8 @@ def _fmt(x, pct: bool = True) -> str:
 def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> str:
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.name != "throughput.json"]
     order = list(CONFIGS)
-    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else 99)
+    config_of = lambda r: r["name"].split("@")[0]  # noqa: E731  (NAME@vit rows: --vit)
+    rows.sort(key=lambda r: (order.index(config_of(r)) if config_of(r) in order else 99, r["name"]))
     lines = ["## Accuracy", "",
              "Trained on the train split of `cifake-dev.zip` (sha1 split rule), best epoch on val, scored on the test "
              "split. *Generalization*: the same model on sd15-styles fakes (generators never seen) vs "
@@ -147,7 +154,7 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
              "peak RSS | infer img/s | test acc | real acc | fake acc | AUC | AP | gen. AUC | gen. acc |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        if r["name"].endswith("-attribution"):
+        if config_of(r).endswith("-attribution"):
             continue
         t, g = r["test"], r.get("generalization", {})
         lines.append(
@@ -155,7 +162,7 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
             f"{r['train_images']:,} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} min | {r['peak_rss_mb']:.0f} MB | "
             f"{t['img_per_s']} | {_fmt(t['accuracy'])} | {_fmt(t['real_accuracy'])} | {_fmt(t['fake_accuracy'])} | "
             f"{_fmt(t['auc'], False)} | {_fmt(t['ap'], False)} | {_fmt(g.get('auc'), False)} | {_fmt(g.get('accuracy'))} |")
-    attribution = [r for r in rows if r["name"].endswith("-attribution")]
+    attribution = [r for r in rows if config_of(r).endswith("-attribution")]
     if attribution:
         lines += ["", "### Attribution (4 sources, 32 px, JPEG q95 4:4:4 for every source)", "",
                   "Sources: `real` (3,000 CIFAKE reals, the 158 real-photos-dev photos and 4 colour photos scikit-image "
@@ -214,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--all", action="store_true")
     p.add_argument("--workdir", default=None, help="where models and reports go (default: a temp dir)")
+    p.add_argument("--vit", default=None,
+                   help="pretrained ViT for the rows that use the zoo DINOv2, e.g. openai/clip-vit-base-patch32 "
+                        "(hub id or local dir); rows are stored as NAME@<id>")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("report")
     sub.add_parser("list")
@@ -233,12 +243,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aigi-bench-")) / name
         if args.in_process:
-            row = run_one(name, workdir)
-            (RESULTS / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+            row = run_one(name, workdir, args.vit)
+            (RESULTS / f"{row['name']}.json").write_text(json.dumps(row, indent=2) + "\n")
             print(json.dumps({k: row[k] for k in ("name", "train_wall_s", "peak_rss_mb")}), row["test"]["accuracy"])
         else:  # a child process per row: its peak RSS is its own
             subprocess.run([sys.executable, "-m", "benchmarks.accuracy", "run", name, "--in-process",
-                            "--workdir", str(workdir.parent)], check=True, cwd=ROOT)
+                            "--workdir", str(workdir.parent)] + (["--vit", args.vit] if args.vit else []),
+                           check=True, cwd=ROOT)
     report()
 
 
