@@ -197,9 +197,33 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
                   f"{_fmt(t['fake_accuracy'])} | {_fmt(t['auc'], False)} |" for name, t in test.items()]
     if rows:
         lines += ["", f"Machine: {rows[0]['machine']}. Dates: {', '.join(sorted({r['date'] for r in rows}))}."]
+        _replace_between(ROOT / "README.md", HEADLINE_MARKERS, headline(rows))
     section = "\n".join(lines) + "\n"
     _replace_section(markdown, "## Accuracy", section)
     return section
+
+
+HEADLINE_MARKERS = ("<!-- headline table: python -m benchmarks.accuracy report -->", "<!-- end of headline table -->")
+
+
+def headline(rows: list[dict]) -> str:
+    """The short table README shows: one line per detection row, best test accuracy first."""
+    rows = sorted((r for r in rows if "generalization" in r), key=lambda r: -(r["test"]["accuracy"] or 0))
+    lines = ["| configuration | input px | train images × epochs | train wall (2 CPU cores) | CIFAKE test acc | AUC | "
+             "unseen generators: AUC |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {r['input_px']} | {r['train_images']:,} × {r['epochs']} | {r['train_wall_s'] / 60:.1f} min | "
+              f"{_fmt(r['test']['accuracy'])}% | {_fmt(r['test']['auc'], False)} | "
+              f"{_fmt(r['generalization'].get('auc'), False)} |" for r in rows]
+    return "\n".join(lines)
+
+
+def _replace_between(markdown: Path, markers: tuple[str, str], body: str) -> None:
+    """Rewrite the text between two marker lines of a markdown file (left alone without them)."""
+    text = markdown.read_text() if markdown.exists() else ""
+    start, end = text.find(markers[0]), text.find(markers[1])
+    if start < 0 or end < start:
+        return
+    markdown.write_text(text[: start + len(markers[0])] + "\n" + body + "\n" + text[end:])
 
 
 def _replace_section(markdown: Path, heading: str, section: str) -> None:
