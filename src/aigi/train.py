@@ -350,6 +350,47 @@ def calibrate(detector: Detector, val_metrics: dict, cfg: TrainConfig) -> dict:
 # ----------------------------------------------------------------------------- the loop
 
 
+def make_optimizer(detector: Detector, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over what ``configure_tuning`` left trainable: heads at ``head_lr``, encoder at its own."""
+    head_params = list(detector.binary_head.parameters()) + list(detector.source_head.parameters())
+    head_ids = {id(p) for p in head_params}
+    encoder_params = [p for p in detector.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": cfg.head_lr}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": cfg.encoder_lr()})
+    return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+
+
+def lr_schedule(total_steps: int, warmup: float):
+    """step -> learning-rate factor: linear warm-up over ``warmup`` of the run, then cosine to 0."""
+    warmup_steps = max(1, int(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+    return factor
+
+
+def train_step(detector: Detector, optimizer: torch.optim.Optimizer, batch: dict, source_loss_weight: float,
+               device: torch.device, autocast: bool) -> tuple[float, float]:
+    """One optimizer step on a batch of pixels (or cached features); returns (loss, binary accuracy)."""
+    y, src = batch["label"].to(device), batch["source"].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        if "features" in batch:
+            out = detector.heads(batch["features"].to(device))
+        else:
+            out = detector(batch["pixels"].to(device))
+    binary_logits, source_logits = out.binary_logits.float(), out.source_logits.float()
+    loss = F.binary_cross_entropy_with_logits(binary_logits, y)
+    loss = loss + source_loss_weight * F.cross_entropy(source_logits, src)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), ((binary_logits > 0).float() == y).float().mean().item()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as ``cfg`` says; returns the output directory (a loadable Detector)."""
     cfg.validate()
@@ -378,21 +419,10 @@ def train(cfg: TrainConfig) -> Path:
     detector.to(device)
     autocast = use_bf16(cfg.precision, device)
 
-    head_params = list(detector.binary_head.parameters()) + list(detector.source_head.parameters())
-    head_ids = {id(p) for p in head_params}
-    encoder_params = [p for p in detector.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": cfg.head_lr}]
-    if encoder_params:
-        groups.append({"params": encoder_params, "lr": cfg.encoder_lr()})
-    optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(detector, cfg)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = max(1, int(cfg.warmup * total_steps))
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+    lr_factor = lr_schedule(cfg.epochs * steps_per_epoch, cfg.warmup)
 
     step, epoch, start_step, best, history, n_errors = 0, 0, 0, None, [], 0
     if cfg.resume:
@@ -404,7 +434,7 @@ def train(cfg: TrainConfig) -> Path:
     else:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         (out / "log.jsonl").write_text("")
-    for group, base in zip(optimizer.param_groups, [g["lr"] for g in groups]):
+    for group, base in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = base
     trainable, total = count_parameters(detector)
     print(f"aigi train: {cfg.backbone} ({cfg.tune}), {trainable:,} of {total:,} parameters trainable, "
@@ -441,22 +471,10 @@ def train(cfg: TrainConfig) -> Path:
             if "label" in batch:
                 for g in optimizer.param_groups:
                     g["lr"] = g["initial_lr"] * lr_factor(step)
-                y, src = batch["label"].to(device), batch["source"].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    if "features" in batch:
-                        out_ = detector.heads(batch["features"].to(device))
-                    else:
-                        out_ = detector(batch["pixels"].to(device))
-                binary_logits, source_logits = out_.binary_logits.float(), out_.source_logits.float()
-                loss = F.binary_cross_entropy_with_logits(binary_logits, y)
-                loss = loss + cfg.source_loss_weight * F.cross_entropy(source_logits, src)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                acc = ((binary_logits > 0).float() == y).float().mean().item()
-                log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6), "acc": round(acc, 4),
+                loss, acc = train_step(detector, optimizer, batch, cfg.source_loss_weight, device, autocast)
+                log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss, 6), "acc": round(acc, 4),
                                       "lr": optimizer.param_groups[-1]["lr"]}) + "\n")
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
             bar.update(len(batch.get("label", [])) + len(batch["errors"]))
             step += 1
             if cfg.save_every and step % cfg.save_every == 0 and i + 1 < steps_per_epoch:
@@ -483,21 +501,24 @@ def train(cfg: TrainConfig) -> Path:
         log.flush()
         checkpoint(0, epoch)
     log.close()
+    finish(out, cfg, train_set, val_set, {
+        "trainable_parameters": trainable, "total_parameters": total, "steps": step, "best_epoch": best["epoch"],
+        "history": history, "decode_errors": n_errors})
+    print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
+    return out
 
-    # Reload the best epoch, calibrate it on validation, and record how it was made.
+
+def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageDataset, run: dict) -> None:
+    """Reload the best epoch, calibrate it on validation, and record how it was made."""
     final = Detector.from_pretrained(out)
     val = validate(final, val_set, cfg, autocast=False)
     calibration = calibrate(final, val, cfg)
     final.config["training"] = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "stop_after_steps", "resume")},
-        "data": train_set.summary(), "val_data": val_set.summary(), "trainable_parameters": trainable,
-        "total_parameters": total, "steps": step, "best_epoch": best["epoch"], "history": history,
-        "decode_errors": n_errors, "calibration": calibration,
+        "data": train_set.summary(), "val_data": val_set.summary(), **run, "calibration": calibration,
     }
     final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors")}}
     final.save_pretrained(out)
-    print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
-    return out
 
 
 def _truncate_log(path: Path, step: int) -> None:
