@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from aigi.model import Detector
-from aigi.predict import RESULT_FIELDS, ResultWriter, detect
+from aigi.data import split_of
+from aigi.predict import RESULT_FIELDS, ResultWriter, detect, select_inputs
 from synthetic import make_dataset, zip_folder
 
 
@@ -41,6 +42,19 @@ def test_detect_scores_files_folders_and_zips_in_order(detector, inputs):
     # Same scores as the simple one-by-one API.
     one_by_one = detector.predict([single])[0]
     assert results[0].p_fake == pytest.approx(one_by_one.p_fake, abs=1e-6)
+
+
+def test_select_inputs_is_what_detect_scores(detector, inputs):
+    """The CLI counts select_inputs in the background for the progress bar's total and ETA."""
+    folder, archive, single = inputs
+    paths = [folder, archive, single, folder / "real"]  # the last one repeats files of the first
+    everything = [s.display for s in select_inputs(paths)]
+    assert len(everything) == len(set(everything)) == 10 + 1 + 6 + 1  # 10 made + broken.jpg, 6 zipped, single
+    assert [p.path for p in detect(detector, paths, batch_size=4, workers=1)] == everything
+    skip = set(everything[:5])
+    assert [s.display for s in select_inputs(paths, skip=skip)] == everything[5:]
+    test_only = [s for s in select_inputs(paths, split="test")]
+    assert all(split_of(s.relpath) == "test" for s in test_only) and len(test_only) < len(everything)
 
 
 def test_thread_count_and_batch_size_do_not_change_scores(detector, inputs):

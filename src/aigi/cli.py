@@ -76,6 +76,17 @@ def prepare_threads(args: argparse.Namespace) -> bool:
     return True
 
 
+def _count_in_background(bar, paths: list[str], split: str, skip) -> None:
+    import threading
+
+    from .predict import select_inputs
+
+    def count() -> None:
+        bar.total = sum(1 for _ in select_inputs(paths, split, skip))
+
+    threading.Thread(target=count, name="aigi-count", daemon=True).start()
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     sleeping = prepare_threads(args)
     from tqdm.auto import tqdm
@@ -98,6 +109,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     n_scored = n_errors = n_fake = 0
     show_rows = writer is None or args.verbose
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
+    if not bar.disable:  # scoring starts at once; the bar gains a total (and an ETA) when counting ends
+        _count_in_background(bar, paths, args.split, frozenset(writer.done) if writer is not None else frozenset())
     if show_rows and not args.quiet:
         print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path")
     pending = []

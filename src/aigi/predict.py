@@ -103,18 +103,21 @@ def detect(
     files whose display path is in ``skip`` (already scored) are passed over, and a file
     reached twice (a folder and a file inside it) is scored once.
     """
-    check_split(split)
-
-    def wanted() -> Iterator[Sample]:
-        seen: set[str] = set()
-        for s in iter_inputs(paths):
-            if s.display in skip or s.display in seen or (split != "all" and split_of(s.relpath) != split):
-                continue
-            seen.add(s.display)
-            yield s
-
-    for _, prediction in score_samples(detector, wanted(), batch_size, workers, autocast):
+    for _, prediction in score_samples(detector, select_inputs(paths, split, skip), batch_size, workers, autocast):
         yield prediction
+
+
+def select_inputs(
+    paths: Iterable[str | os.PathLike], split: str = "all", skip: Container[str] = frozenset()
+) -> Iterator[Sample]:
+    """The files :func:`detect` scores, streamed: those of ``split``, not in ``skip``, each once."""
+    check_split(split)
+    seen: set[str] = set()
+    for s in iter_inputs(paths):
+        if s.display in skip or s.display in seen or (split != "all" and split_of(s.relpath) != split):
+            continue
+        seen.add(s.display)
+        yield s
 
 
 # ----------------------------------------------------------------------------- writers
