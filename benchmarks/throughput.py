@@ -295,12 +295,9 @@ def _pool_init(preprocessing) -> None:
 
 
 def _pool_decode(sample):
-    from aigi.data import ImageDecodeError, read_image
+    from aigi.predict import _load  # what a decoding thread of `aigi detect` runs per file
 
-    try:
-        return _POOL_PREPROCESSING(read_image(sample, _POOL_PREPROCESSING.decode_size))
-    except ImageDecodeError as e:
-        return e
+    return _load(sample, _POOL_PREPROCESSING)
 
 
 def time_decode_processes(folder: Path, preprocessing, workers: int) -> dict:
