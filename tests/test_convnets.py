@@ -1,5 +1,6 @@
 """The plain-torch convnets: cnn-small (from scratch) and efficientnet-lite0 (ImageNet weights)."""
 
+import copy
 import subprocess
 import sys
 
@@ -106,6 +107,18 @@ def test_tuning_interface():
     for enc in (encoder, lite):
         with pytest.raises(ValueError, match="LoRA needs attention layers"):
             enc.lora_target_modules()
+
+
+@pytest.mark.parametrize("name", [CNN_SMALL, EFFICIENTNET_LITE0])
+def test_channels_last_layout_changes_no_feature(name):
+    encoder, _ = load_convnet(name, pretrained=False)
+    encoder.eval()
+    assert encoder.model._conv_stem.weight.is_contiguous(memory_format=torch.channels_last) if name == EFFICIENTNET_LITE0 \
+        else encoder.model.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(encoder.model).to(memory_format=torch.contiguous_format)
+    x = torch.randn(3, 3, 48, 40)
+    with torch.no_grad():
+        assert torch.allclose(encoder(x), plain(x), atol=1e-5)
 
 
 def test_config_rebuilds_the_architecture():

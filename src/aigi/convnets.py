@@ -310,8 +310,14 @@ class ConvEncoder(Encoder):
     stochastic depth is off, so frozen weights really stay as loaded.
     """
 
+    def __init__(self, model: nn.Module) -> None:
+        # Channels-last (NHWC) is oneDNN's fast layout for CPU convolutions: Lite0 trains about
+        # 1.3x (bf16) to 1.8x (fp32) faster with it on this project's CPU. Saved weights are
+        # made contiguous again, so checkpoints do not depend on it.
+        super().__init__(model.to(memory_format=torch.channels_last))
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values)
+        return self.model(pixel_values.contiguous(memory_format=torch.channels_last))
 
     def train(self, mode: bool = True) -> "ConvEncoder":
         super().train(mode)
