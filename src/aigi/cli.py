@@ -4,6 +4,7 @@
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split test] --out DIR
     aigi export MODEL --format onnx --out model.onnx
+    aigi serve [--model M] [--host 127.0.0.1] [--port 8000]
 """
 
 from __future__ import annotations
@@ -212,6 +213,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:  # checked before the model loads, for a clear message
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (FastAPI needs it to read uploaded files)
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        sys.exit(f"aigi serve: {e.name} is not installed; pip install 'aigi[serve]'")
+    from .serve import serve
+
+    detector = _load_detector(args.model, args.device, args.runtime)
+    print(f"aigi serve: {args.model} on http://{args.host}:{args.port} (POST images to /detect; docs at /docs)",
+          file=sys.stderr)
+    serve(detector, str(args.model), host=args.host, port=args.port, max_files=args.max_files)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -277,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx)")
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=cmd_export)
+    p = verbs.add_parser("serve", help="serve a detector over HTTP", description="A web API: POST images to /detect (FastAPI).")
+    p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
+    p.add_argument("--max-files", type=int, default=64, help="images per request at most (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="(default %(default)s)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
