@@ -223,12 +223,18 @@ HEADLINE_MARKERS = ("<!-- headline table: python -m benchmarks.accuracy report -
 def headline(rows: list[dict]) -> str:
     """The short table README shows: one line per detection row, best test accuracy first."""
     rows = sorted((r for r in rows if "generalization" in r), key=lambda r: -(r["test"]["accuracy"] or 0))
-    lines = ["| configuration | input px | train images × epochs | train wall (2 CPU cores) | CIFAKE test acc | AUC | "
-             "unseen generators: AUC |", "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['input_px']} | {r['train_images']:,} × {r['epochs']} | {r['train_wall_s'] / 60:.1f} min | "
+    lines = ["| configuration | input px | train images × epochs | train wall (2 CPU cores unless a GPU is named) | "
+             "CIFAKE test acc | AUC | unseen generators: AUC |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {r['input_px']} | {r['train_images']:,} × {r['epochs']} | {r['train_wall_s'] / 60:.1f} min"
+              f"{_gpu_of(r)} | "
               f"{_fmt(r['test']['accuracy'])}% | {_fmt(r['test']['auc'], False)} | "
               f"{_fmt(r['generalization'].get('auc'), False)} |" for r in rows]
     return "\n".join(lines)
+
+
+def _gpu_of(row: dict) -> str:
+    gpu = row.get("machine", "").rsplit(", ", 1)[-1]
+    return "" if gpu in ("", "no GPU") else f" on {gpu}"
 
 
 def _replace_between(markdown: Path, markers: tuple[str, str], body: str) -> None:
