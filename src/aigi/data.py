@@ -295,20 +295,27 @@ def _open_zip(archive: str) -> zipfile.ZipFile:
     return entry[0]
 
 
+def too_large(n_bytes: int, max_bytes: int = MAX_FILE_BYTES) -> str | None:
+    """The reason a file of ``n_bytes`` is refused unread, or None when it is within the limit."""
+    if n_bytes <= max_bytes:
+        return None
+    return f"file is {n_bytes / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit"
+
+
 def read_bytes(sample: Sample, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The encoded bytes of a sample; :class:`ImageDecodeError` for anything unreadable."""
     name = sample.display
     try:
         if sample.archive:
             info = _open_zip(sample.archive).getinfo(sample.path)
-            if info.file_size > max_bytes:
-                raise ImageDecodeError(name, f"file is {info.file_size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit")
+            if reason := too_large(info.file_size, max_bytes):
+                raise ImageDecodeError(name, reason)
             return _open_zip(sample.archive).read(info)
         st = os.stat(sample.path)
         if not stat.S_ISREG(st.st_mode):
             raise ImageDecodeError(name, "not a regular file")
-        if st.st_size > max_bytes:
-            raise ImageDecodeError(name, f"file is {st.st_size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit")
+        if reason := too_large(st.st_size, max_bytes):
+            raise ImageDecodeError(name, reason)
         with open(sample.path, "rb") as f:
             return f.read(max_bytes + 1)
     except ImageDecodeError:
@@ -435,4 +442,5 @@ __all__ = [
     "read_image",
     "split_of",
     "to_rgb",
+    "too_large",
 ]

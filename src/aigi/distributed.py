@@ -39,7 +39,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .data import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, Sample, decode_image, iter_inputs, read_bytes
+from .data import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, Sample, decode_image, iter_inputs, read_bytes,
+                   too_large)
 from .predict import RESULT_FIELDS, result_row
 
 FORMATS = ("parquet", "jsonl")
@@ -116,8 +117,8 @@ def precheck_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> str | None:
         return f"cannot read: {e.strerror or e}"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if st.st_size > max_bytes:
-        return f"file is {st.st_size / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit"
+    if reason := too_large(st.st_size, max_bytes):
+        return reason
     if not os.access(path, os.R_OK):
         return "permission denied"
     try:
@@ -225,8 +226,8 @@ class _ScoreActor:
                 continue
             try:
                 data = b"" if data is None else bytes(data)
-                if len(data) > MAX_FILE_BYTES:
-                    raise ImageDecodeError(name, f"file is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES / 2**20:.0f} MB limit")
+                if reason := too_large(len(data)):
+                    raise ImageDecodeError(name, reason)
                 arrays.append(self.detector.preprocessing(decode_image(data, name, min_size=self.detector.preprocessing.decode_size)))
                 good.append(i)
             except ImageDecodeError as e:

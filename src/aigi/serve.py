@@ -18,6 +18,7 @@ depend on whether an image came by HTTP or from a folder.
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations at
 # run time, and ``UploadFile`` is imported inside create_app (fastapi is an optional extra).
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from PIL import Image
@@ -31,23 +32,27 @@ MAX_FILES_PER_REQUEST = 64
 MAX_UPLOAD_BYTES = 50 * 2**20
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 2**20:.3g}"
+def _megabytes(n: int) -> float:
+    return float(f"{n / 2**20:.3g}")
 
 
-def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: int = MAX_UPLOAD_BYTES) -> list[Prediction]:
-    """(file name, bytes) pairs -> predictions in the same order; unreadable ones carry ``error``."""
+def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: int = MAX_UPLOAD_BYTES,
+                  model_lock: AbstractContextManager = nullcontext()) -> list[Prediction]:
+    """(file name, bytes) pairs -> predictions in the same order; unreadable ones carry ``error``.
+    Only the forward pass holds ``model_lock``: concurrent requests decode in parallel."""
     decoded: list[tuple[int, Image.Image]] = []
     results = [Prediction(path=name) for name, _ in uploads]
     for i, (name, data) in enumerate(uploads):
         try:
             if len(data) > max_bytes:
-                raise ImageDecodeError(name, f"upload is over the {_megabytes(max_bytes)} MB limit")
+                raise ImageDecodeError(name, f"upload is over the {_megabytes(max_bytes):g} MB limit")
             decoded.append((i, decode_image(data, name, min_size=detector.preprocessing.decode_size)))
         except ImageDecodeError as e:
             results[i].error = e.reason
     if decoded:
-        for (i, _), prediction in zip(decoded, detector.predict([im for _, im in decoded])):
+        with model_lock:
+            predictions = detector.predict([im for _, im in decoded])
+        for (i, _), prediction in zip(decoded, predictions):
             prediction.path = results[i].path
             results[i] = prediction
     return results
@@ -68,7 +73,7 @@ def create_app(detector: Any, model_name: str = "default", max_files: int = MAX_
     def health() -> dict:
         return {"status": "ok", "aigi_version": __version__, "model": model_name, "labels": detector.labels,
                 "threshold": detector.threshold, "runtime": type(detector).__name__,
-                "input_px": detector.preprocessing.crop, "max_files": max_files, "max_mb": float(_megabytes(max_bytes))}
+                "input_px": detector.preprocessing.crop, "max_files": max_files, "max_mb": _megabytes(max_bytes)}
 
     @app.post("/detect")
     def detect(files: list[UploadFile] = File(..., description="one or more images")) -> dict:
@@ -76,8 +81,7 @@ def create_app(detector: Any, model_name: str = "default", max_files: int = MAX_
         if len(files) > max_files:
             raise HTTPException(413, f"{len(files)} files in one request; the limit is {max_files}")
         uploads = [(f.filename or f"<upload {i}>", f.file.read(max_bytes + 1)) for i, f in enumerate(files)]
-        with model_lock:
-            results = score_uploads(detector, uploads, max_bytes)
+        results = score_uploads(detector, uploads, max_bytes, model_lock)
         return {"results": [r.to_dict() for r in results], "threshold": detector.threshold}
 
     return app
