@@ -257,16 +257,10 @@ def time_forward(detector, batch, autocast: bool, min_seconds: float, min_batche
 
 
 def time_naive(detector, paths: list[Path], autocast: bool) -> dict:
-    """One image at a time: ``predict([path])`` (bf16: the same steps with ``autocast=True``)."""
-    from aigi.data import open_image
+    """One image at a time: ``predict([path])`` (bf16: ``autocast=True``)."""
 
     def one(p: Path) -> None:
-        if not autocast:
-            detector.predict([p])
-            return
-        x = detector.preprocessing(open_image(p, detector.preprocessing.decode_size))[None]
-        p_fake, probs = detector.score_batch(x, autocast=True)
-        detector.make_prediction(str(p), p_fake[0], probs[0])
+        detector.predict([p], autocast=autocast)
 
     for p in paths[:3]:
         one(p)

@@ -48,7 +48,12 @@ def test_detect_writes_csv_and_jsonl(model_dir, images, tmp_path):
         else:
             rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert len(rows) == 7
-        assert set(rows[0]) == {"path", "p_fake", "verdict", "generator", "p_generator", "error"}
+        columns = {"path", "p_fake", "verdict", "generator", "p_generator", "error", "note"}
+        # JSON Lines rows also carry the image size and every crop's score (for heatmaps).
+        assert set(rows[0]) == (columns if suffix == ".csv" else columns | {"image_size", "crops"})
+        if suffix == ".jsonl":
+            scored = [r for r in rows if r["p_fake"] is not None]
+            assert scored and all(len(r["crops"]) >= 1 and len(r["crops"][0]["box"]) == 4 for r in scored)
 
 
 def test_detect_exit_codes_when_nothing_can_be_done(model_dir, tmp_path):

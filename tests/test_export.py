@@ -18,7 +18,8 @@ import onnx  # noqa: E402
 import torch  # noqa: E402
 
 from aigi import export as export_mod  # noqa: E402
-from aigi.data import Sample, open_image  # noqa: E402
+from aigi.data import Sample  # noqa: E402
+from aigi.inputs import load_input  # noqa: E402
 from aigi.export import METADATA_KEYS, OnnxDetector, export_onnx, load_runtime  # noqa: E402
 from aigi.model import Detector  # noqa: E402
 from aigi.predict import score_samples  # noqa: E402
@@ -97,7 +98,7 @@ def test_parity_with_sleeping_threads(saved):
 
 def test_parity_real_images(saved, onnx_detector, tmp_path):
     detector, _, _ = saved
-    pixels = np.stack([onnx_detector.preprocessing(open_image(p)) for p in _write_images(tmp_path)])
+    pixels = np.concatenate([load_input(p, onnx_detector.preprocessing).pixels for p in _write_images(tmp_path)])
     _assert_parity(detector, onnx_detector, pixels)
 
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from aigi.inputs import ModelInput
 from aigi.model import CONFIG_NAME, WEIGHTS_NAME, Detector, resolve_model_path
+from aigi.scoring import ImageScores
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def _images(tmp_path, n=5):
     paths = []
     for i in range(n):
         p = tmp_path / f"img{i}.{'png' if i % 2 else 'jpg'}"
-        Image.fromarray(rng.integers(0, 256, (20 + i * 7, 30, 3), dtype=np.uint8)).save(p)
+        Image.fromarray(rng.integers(0, 256, (34 + i * 7, 40, 3), dtype=np.uint8)).save(p)
         paths.append(p)
     return paths
 
@@ -46,7 +48,7 @@ def test_predict_accepts_paths_and_pil_images_and_reports_errors(detector, tmp_p
     good = _images(tmp_path, 2)
     bad = tmp_path / "bad.jpg"
     bad.write_text("this is not a JPEG")
-    results = detector.predict([good[0], Image.new("L", (9, 9), 128), bad, str(good[1])], batch_size=2)
+    results = detector.predict([good[0], Image.new("L", (40, 40), 128), bad, str(good[1])], batch_size=2)
     assert [bool(r.error) for r in results] == [False, False, True, False]
     assert "bad.jpg" in results[2].path and results[2].p_fake is None
     for r in (results[0], results[1], results[3]):
@@ -59,10 +61,11 @@ def test_predict_accepts_paths_and_pil_images_and_reports_errors(detector, tmp_p
 
 def test_verdict_follows_threshold_and_generator_only_for_fakes(detector):
     probs = np.array([0.2, 0.5, 0.3])
+    x = ModelInput("x", np.zeros((1, 3, 32, 32), np.float32), [(0, 0, 32, 32)], (32, 32))
     detector.config["threshold"] = 0.7
     try:
-        real = detector.make_prediction("x", 0.69, probs)
-        fake = detector.make_prediction("x", 0.7, probs)
+        real = detector.make_prediction(x, ImageScores(0.69, probs, np.array([0.69])))
+        fake = detector.make_prediction(x, ImageScores(0.7, probs, np.array([0.7])))
     finally:
         detector.config["threshold"] = 0.5
     assert (real.verdict, real.generator, real.p_generator) == ("real", "", None)

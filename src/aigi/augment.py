@@ -1,30 +1,103 @@
 """Training augmentations: applied to real and fake images alike, from a per-image seed.
 
 They exist to make the detector ignore what should not matter (JPEG re-encoding, blur,
-rescaling, noise, framing) -- the robustness gaps the CLIP-detector paper names. Every
-random choice comes from ``rng``, so a (seed, epoch, index) triple always gives the same
-image, whichever worker decodes it and whether or not the run was resumed.
+rescaling, noise, framing, re-sharing) -- the robustness gaps the CLIP-detector paper names.
+Every random choice comes from ``rng``, so a (seed, epoch, index) triple always gives the
+same image, whichever worker decodes it and whether or not the run was resumed.
+
+:func:`random_crop` makes one native-resolution training crop; it is what models with native
+crops train on. :func:`augment_image` is the whole-image version for models that resize.
 """
 
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .backbones import upscale_small
+
 LEVELS = ("none", "light", "robust")
+RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
+
+# (probability, range) of each step of random_crop, per level. "robust" is the recipe of the
+# generalization work: JPEG 30-100, resize 0.5-1.5x before cropping, blur, noise, re-sharing.
+CROP_RECIPES = {
+    "none": dict(rescale=0.0, blur=0.0, noise=0.0, jpeg=0.0, reshare=0.0, quality=(95, 100), sigma=1.0),
+    "light": dict(rescale=0.0, blur=0.1, noise=0.0, jpeg=0.3, reshare=0.0, quality=(65, 100), sigma=1.0),
+    "robust": dict(rescale=0.3, blur=0.15, noise=0.1, jpeg=0.5, reshare=0.1, quality=(30, 100), sigma=1.5),
+}
 
 
-def jpeg_reencode(im: Image.Image, quality: int) -> Image.Image:
+def jpeg_reencode(im: Image.Image, quality: int, subsampling: int = -1) -> Image.Image:
+    """``im`` through a JPEG encoder and back (``subsampling``: 0 = 4:4:4, 2 = 4:2:0, -1 = Pillow's default)."""
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=int(quality))
+    im.save(buf, format="JPEG", quality=int(quality), subsampling=int(subsampling))
     buf.seek(0)
     return Image.open(buf).convert("RGB")
 
 
+def add_noise(im: Image.Image, std: float, seed: int) -> Image.Image:
+    arr = np.asarray(im, dtype=np.float32)
+    arr = arr + np.random.default_rng(seed).normal(0.0, std, arr.shape)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+
+
+def random_crop(im: Image.Image, crop: int, rng: np.random.Generator, level: str = "robust") -> Image.Image:
+    """One ``crop`` x ``crop`` training crop of ``im`` at native resolution, augmented at ``level``.
+
+    Order, as an image is processed before anyone crops it: rescale (0.5-1.5x) -> blur ->
+    noise -> JPEG (random quality, 4:4:4 or 4:2:0) -> re-share (downscale 0.5-0.9x, JPEG
+    60-90) -> the small-image rule (:func:`aigi.backbones.upscale_small`) -> a random crop ->
+    horizontal flip. Only a window a little larger than the crop needs is processed, so a
+    12-megapixel photo costs what a small one does; the JPEG grid lands at a random phase
+    within the crop, as in a photo cropped after it was saved.
+    """
+    if level not in CROP_RECIPES:
+        raise ValueError(f"unknown augmentation level {level!r}; choose one of {', '.join(LEVELS)}")
+    r = CROP_RECIPES[level]
+    # Draw every number up front so the random stream does not depend on which branches run.
+    u = rng.random(8)
+    scale = rng.uniform(0.5, 1.5)
+    sigma = rng.uniform(0.1, r["sigma"])
+    noise_std, noise_seed = rng.uniform(1.0, 5.0), int(rng.integers(2**31))
+    quality, subsampling = int(rng.integers(r["quality"][0], r["quality"][1] + 1)), int(rng.choice([0, 2]))
+    share_scale, share_quality = rng.uniform(0.5, 0.9), int(rng.integers(60, 91))
+    resampler = RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]
+    window_x, window_y, crop_x, crop_y = rng.random(4)
+
+    scale = scale if u[0] < r["rescale"] else 1.0
+    share = u[4] < r["reshare"]
+    total = scale * (share_scale if share else 1.0)
+    # The window, in original pixels, that still covers a crop after every rescale (+ margin
+    # for the blur and the JPEG grid's phase).
+    side = math.ceil((crop + 24) / total)
+    w, h = im.size
+    ww, wh = min(w, side), min(h, side)
+    left, top = round((w - ww) * window_x), round((h - wh) * window_y)
+    im = im.crop((left, top, left + ww, top + wh))
+    if scale != 1.0:
+        im = im.resize((max(1, round(ww * scale)), max(1, round(wh * scale))), resampler)
+    if u[1] < r["blur"]:
+        im = im.filter(ImageFilter.GaussianBlur(radius=float(sigma)))
+    if u[2] < r["noise"]:
+        im = add_noise(im, noise_std, noise_seed)
+    if u[3] < r["jpeg"]:
+        im = jpeg_reencode(im, quality, subsampling)
+    if share:
+        im = im.resize((max(1, round(im.width * share_scale)), max(1, round(im.height * share_scale))),
+                       Image.Resampling.BILINEAR)
+        im = jpeg_reencode(im, share_quality, 2)
+    im, _ = upscale_small(im, crop)
+    x, y = round((im.width - crop) * crop_x), round((im.height - crop) * crop_y)
+    im = im.crop((x, y, x + crop, y + crop))
+    return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if u[5] < 0.5 and level != "none" else im
+
+
 def augment_image(im: Image.Image, rng: np.random.Generator, level: str = "light") -> Image.Image:
-    """One random augmentation of ``im`` at ``level`` (``none``, ``light``, ``robust``)."""
+    """One random augmentation of a whole image at ``level`` (models that resize the image)."""
     if level == "none":
         return im
     if level not in LEVELS:
@@ -52,9 +125,7 @@ def augment_image(im: Image.Image, rng: np.random.Generator, level: str = "light
     if u[3] < (0.3 if robust else 0.1):
         im = im.filter(ImageFilter.GaussianBlur(radius=float(sigma)))
     if robust and u[4] < 0.1:
-        arr = np.asarray(im, dtype=np.float32)
-        arr = arr + np.random.default_rng(noise_seed).normal(0.0, noise_std, arr.shape)
-        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        im = add_noise(im, noise_std, noise_seed)
     if u[5] < (0.5 if robust else 0.3):
         im = jpeg_reencode(im, quality)
     return im

@@ -19,7 +19,10 @@ from .data import DECODE_WORKERS, SPLITS
 
 
 def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
-    p.add_argument("--batch-size", type=int, default=batch_size, help="images per forward pass (default %(default)s)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="native-resolution crops that cover each image, their logits averaged "
+                        "(default: the model's own, 4 for the bundled model)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="crops per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=DECODE_WORKERS,
                    help="decoding threads (default: half the CPU cores, here %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
@@ -107,7 +110,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     already = len(writer.done) if writer is not None else 0
     if already and not args.quiet:
         print(f"aigi: resuming {args.out}: {len(writer.done)} file(s) already scored are skipped", file=sys.stderr)
-    n_scored = n_errors = n_fake = 0
+    n_scored = n_errors = n_fake = n_small = 0
     show_rows = writer is None or args.verbose
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
     if not bar.disable:  # scoring starts at once; the bar gains a total (and an ETA) when counting ends
@@ -117,16 +120,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
     pending = []
     try:
         for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
-                           autocast=_autocast(args, detector),
+                           autocast=_autocast(args, detector), crops=args.crops,
                            skip=writer.done if writer is not None else frozenset()):
             if pred.error:
                 n_errors += 1
+            elif pred.too_small:
+                n_small += 1
             else:
                 n_scored += 1
                 n_fake += pred.verdict == "ai-generated"
             if show_rows and not args.quiet:
                 if pred.error:
                     print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})")
+                elif pred.p_fake is None:
+                    print(f"{pred.verdict:<13} {'':>7}  {'-':<18} {pred.path}  ({pred.note})")
                 else:
                     print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}")
             bar.update(1)
@@ -140,15 +147,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
             writer.write(pending)
             writer.close()
         bar.close()
-    total = n_scored + n_errors
+    total = n_scored + n_errors + n_small
     if not args.quiet:
-        print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real), "
+        small = f", {n_small} too small to judge" if n_small else ""
+        print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real){small}, "
               f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out else ""),
               file=sys.stderr)
     if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
         return 2
-    return 0 if n_scored or already else 1
+    return 0 if n_scored or n_small or already else 1
 
 
 # ----------------------------------------------------------------------------- train
@@ -161,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
         last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
+        native=not args.resize, crops=args.crops, min_side=args.min_side, epoch_images=args.epoch_images,
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
         precision=args.precision, workers=args.workers, seed=args.seed, save_every=args.save_every,
         resume=args.resume, progress=not args.quiet, split=args.split,
@@ -185,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sys.exit(f"aigi eval: {e}")
     detector = _load_detector(args.model, args.device, args.runtime)
     metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
-                                    autocast=_autocast(args, detector), progress=not args.quiet)
+                                    autocast=_autocast(args, detector), progress=not args.quiet, crops=args.crops)
     metrics["data"] = dataset.summary()
     metrics["model"] = str(args.model)
     out = write_report(metrics, args.out, predictions, title=f"aigi eval: {' + '.join(args.data)} ({args.split})")
@@ -232,6 +241,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- synth
+
+
+def cmd_synth_aligned(args: argparse.Namespace) -> int:
+    from .autoencoders import AUTOENCODERS
+    from .synth import synth_aligned
+
+    names = list(AUTOENCODERS) if "all" in args.autoencoder else list(dict.fromkeys(args.autoencoder))
+    missing = [p for p in args.reals if not Path(p).exists()]
+    if missing:
+        sys.exit(f"aigi synth aligned: not found: {', '.join(missing)}")
+    try:
+        summary = synth_aligned(args.reals, args.out, names, max_side=args.max_side or None, progress=not args.quiet,
+                                threads=args.threads)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"aigi synth aligned: {e}")
+    print(f"aigi synth aligned: {summary.written} real image(s) written with {len(names)} fake(s) each "
+          f"({', '.join(names)}), {summary.skipped_existing} already done, {len(summary.errors)} unreadable; "
+          f"{summary.seconds:.0f} s; dataset in {summary.out}", file=sys.stderr)
+    return 0 if summary.written or summary.skipped_existing else 1
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -266,8 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--last-k", type=int, default=2, help="blocks trained with --tune last-k")
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the backbone's)")
-    p.add_argument("--augment", default="light", choices=["none", "light", "robust"])
+    p.add_argument("--image-size", type=int, default=None,
+                   help="crop side in px (default: the backbone's input size, 224 for most)")
+    p.add_argument("--resize", action="store_true",
+                   help="train on whole images resized to the input (aigi 0.1) instead of native-resolution crops")
+    p.add_argument("--crops", type=int, default=4, help="crops per image when the model scores (default %(default)s)")
+    p.add_argument("--min-side", type=int, default=32, help="images with a shorter side are too small to judge (default %(default)s)")
+    p.add_argument("--epoch-images", type=int, default=None, help="draws per epoch (default: the train set's size)")
+    p.add_argument("--augment", default="light", choices=["none", "light", "robust"],
+                   help="light: flips, JPEG, blur; robust: also rescaling 0.5-1.5x, noise, JPEG 30-100 and "
+                        "re-sharing (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="train on a fixed random subset of N images")
     p.add_argument("--max-val-images", type=int, default=None)
     p.add_argument("--target-fpr", type=float, default=None, help="choose the threshold for this false-positive rate on val")
@@ -290,6 +329,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("synth", help="make training data (aligned fakes)",
+                         description="Make training data from real images.")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    q = kinds.add_parser("aligned", help="real images and their round trips through generators' autoencoders",
+                         description="For every real image, its reconstruction through a tiny autoencoder of a "
+                                     "latent-diffusion generator family, as a paired dataset: DIR/real/NAME and "
+                                     "DIR/fake/<autoencoder>/NAME, same size, same encoding.")
+    q.add_argument("reals", nargs="+", metavar="REAL", help="real images: files, folders or zips (fake/** is skipped)")
+    q.add_argument("--autoencoder", nargs="+", required=True,
+                   choices=["taesd", "taesdxl", "taesd3", "taef1", "taef2", "all"],
+                   help="which: taesd (SD 1.x/2.x), taesdxl (SDXL), taesd3 (SD 3), taef1 (FLUX.1), taef2 (FLUX.2), or all")
+    q.add_argument("--out", required=True, help="output dataset folder (resumed if it exists)")
+    q.add_argument("--max-side", type=int, default=512,
+                   help="centre-crop larger images to this many px per side first, never resizing (0: whole image; "
+                        "default %(default)s)")
+    q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    q.add_argument("-q", "--quiet", action="store_true")
+    q.set_defaults(func=cmd_synth_aligned)
 
     p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
     p.add_argument("model", help="checkpoint directory or registered name")

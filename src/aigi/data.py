@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import stat
 import threading
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "val", "test", "all")
 REAL = "real"
+PAIRED_MARKER = "aigi-dataset.json"  # a dataset root file; {"paired": true} keeps pairs in one split
 # Pillow's own decompression-bomb limit (~89.5 megapixels); checked on the header, before decoding.
 MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Files larger than this are refused before reading: no real photo needs 256 MB of encoded bytes.
@@ -59,9 +61,40 @@ class ImageDecodeError(Exception):
 
 
 def split_of(relpath: str) -> str:
-    """The public, fixed split of a file: sha1 of its relative path, mod 10 (0 test, 1 val)."""
+    """The public, fixed split of a file: sha1 of its relative path, mod 10 (0 test, 1 val).
+    For a paired dataset pass the pair key (:func:`pair_key`) instead of the path."""
     h = int(hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest(), 16) % 10
     return "test" if h == 0 else "val" if h == 1 else "train"
+
+
+def pair_key(relpath: str) -> str:
+    """The part of a path that real images and their aligned fakes share: the path below
+    ``real/`` or ``fake/<generator>/`` (``real/a/x.jpg`` and ``fake/taesd/a/x.jpg`` -> ``a/x.jpg``)."""
+    parts = relpath.split("/")
+    top = parts[0].lower()
+    if top == "real" and len(parts) >= 2:
+        return "/".join(parts[1:])
+    if top == "fake" and len(parts) >= 3:
+        return "/".join(parts[2:])
+    return relpath
+
+
+def is_paired(source: str | os.PathLike) -> bool:
+    """Whether a dataset folder or zip declares itself paired (``aigi-dataset.json`` at its root
+    with ``"paired": true``, as ``aigi synth aligned`` writes)."""
+    source = os.fspath(source)
+    try:
+        if os.path.isdir(source):
+            path = os.path.join(source, PAIRED_MARKER)
+            text = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
+        elif zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as zf:
+                text = zf.read(PAIRED_MARKER).decode("utf-8") if PAIRED_MARKER in zf.namelist() else ""
+        else:
+            return False
+        return bool(text) and bool(json.loads(text).get("paired"))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
 
 
 def check_split(split: str) -> str:
@@ -80,6 +113,7 @@ class Sample:
     ``path`` is a filesystem path, or a member name when ``archive`` (a zip file) is set.
     ``relpath`` is the path relative to the dataset root; the split rule hashes it.
     ``label`` is 0 for real, 1 for AI-generated, -1 when unknown (files given to ``detect``).
+    ``paired``: the sample belongs to a paired dataset, whose split rule hashes :func:`pair_key`.
     """
 
     path: str
@@ -87,6 +121,12 @@ class Sample:
     label: int = -1
     generator: str = ""
     archive: str | None = None
+    paired: bool = False
+
+    @property
+    def split(self) -> str:
+        """This sample's public split (see :func:`split_of`; paired datasets keep pairs together)."""
+        return split_of(pair_key(self.relpath) if self.paired else self.relpath)
 
     @property
     def display(self) -> str:
@@ -205,8 +245,12 @@ def load_dataset(source: str | os.PathLike, split: str = "all") -> ImageDataset:
     skipped: list[str] = []
     samples: list[Sample] = []
 
+    paired = is_paired(source)
+
     def keep(sample: Sample) -> None:
-        if split == "all" or split_of(sample.relpath) == split:
+        if paired:
+            sample = replace(sample, paired=True)
+        if split == "all" or sample.split == split:
             samples.append(sample)
 
     if source.lower().endswith(".csv"):
@@ -253,16 +297,18 @@ def iter_inputs(paths: Iterable[str | os.PathLike]) -> Iterator[Sample]:
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
+            paired = is_paired(p)
             for full in _walk_files(p):
                 rel = os.path.relpath(full, p).replace(os.sep, "/")
                 if _is_image_name(rel):
                     label, gen = label_from_relpath(rel) or (-1, "")
-                    yield Sample(full, rel, label, gen)
+                    yield Sample(full, rel, label, gen, paired=paired)
         elif p.lower().endswith(".zip") and zipfile.is_zipfile(p):
+            paired = is_paired(p)
             for info in _zip_members(p):
                 if _is_image_name(info.filename):
                     label, gen = label_from_relpath(info.filename) or (-1, "")
-                    yield Sample(info.filename, info.filename, label, gen, archive=p)
+                    yield Sample(info.filename, info.filename, label, gen, archive=p, paired=paired)
         else:
             yield Sample(p, os.path.basename(p))
 
@@ -417,13 +463,6 @@ def read_image(sample: Sample, min_size: int | None = None) -> Image.Image:
     return decode_image(read_bytes(sample), sample.display, min_size=min_size)
 
 
-def open_image(path: str | os.PathLike | Image.Image, min_size: int | None = None) -> Image.Image:
-    """A path or an already-open PIL image -> RGB image (for the Python API)."""
-    if isinstance(path, Image.Image):
-        return to_rgb(path)
-    return read_image(Sample(os.fspath(path)), min_size)
-
-
 __all__ = [
     "DECODE_WORKERS",
     "IMAGE_EXTENSIONS",
@@ -436,10 +475,11 @@ __all__ = [
     "label_from_relpath",
     "load_dataset",
     "load_datasets",
-    "open_image",
     "read_bytes",
     "reduction_factor",
     "read_image",
+    "is_paired",
+    "pair_key",
     "split_of",
     "to_rgb",
     "too_large",

@@ -39,8 +39,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .data import (IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, Sample, decode_image, iter_inputs, read_bytes,
-                   too_large)
+from .data import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, Sample, iter_inputs, read_bytes, too_large
 from .predict import RESULT_FIELDS, result_row
 
 FORMATS = ("parquet", "jsonl")
@@ -214,11 +213,12 @@ class _ScoreActor:
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
-        from .model import Prediction
+        from .inputs import ModelInput, load_input
+        from .scoring import Prediction
 
         names = [str(p) for p in batch["path"]]
         rows: list[dict | None] = [None] * len(names)
-        arrays: list[np.ndarray] = []
+        inputs: list[ModelInput] = []
         good: list[int] = []
         for i, (name, data, error) in enumerate(zip(names, batch["bytes"], batch["error"])):
             if error:
@@ -228,16 +228,14 @@ class _ScoreActor:
                 data = b"" if data is None else bytes(data)
                 if reason := too_large(len(data)):
                     raise ImageDecodeError(name, reason)
-                arrays.append(self.detector.preprocessing(decode_image(data, name, min_size=self.detector.preprocessing.decode_size)))
+                inputs.append(load_input((name, data), self.detector.preprocessing))
                 good.append(i)
             except ImageDecodeError as e:
                 rows[i] = result_row(Prediction(name, error=e.reason))
             except Exception as e:  # never let one file end a run
                 rows[i] = result_row(Prediction(name, error=f"cannot process ({type(e).__name__}: {e})"))
-        if arrays:
-            p_fake, probs = self.detector.score_batch(np.stack(arrays))
-            for k, i in enumerate(good):
-                rows[i] = result_row(self.detector.make_prediction(names[i], p_fake[k], probs[k]))
+        for i, x, scores in zip(good, inputs, self.detector.score_inputs(inputs)):
+            rows[i] = result_row(self.detector.make_prediction(x, scores))
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
 

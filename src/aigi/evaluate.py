@@ -247,6 +247,7 @@ def evaluate(
     workers: int = DECODE_WORKERS,
     autocast: bool = False,
     progress: bool = True,
+    crops: int | None = None,
 ) -> tuple[dict, list["Prediction"]]:
     """Score a labelled dataset and compute its metrics.
 
@@ -281,14 +282,14 @@ def evaluate(
 
     bar = tqdm(total=len(samples), unit="img", desc="evaluating", disable=not progress, dynamic_ncols=True)
     try:
-        for sample, pred in score_samples(detector, samples, batch_size, workers, autocast):
+        for sample, pred in score_samples(detector, samples, batch_size, workers, autocast, crops):
             predictions.append(pred)
             bar.update(1)
             if pred.error or pred.p_fake is None:
                 n_error_total += 1
                 n_errors += sample.label in (0, 1)
                 if len(errors) < MAX_ERRORS_LISTED:
-                    errors.append({"path": pred.path, "reason": pred.error or "not scored"})
+                    errors.append({"path": pred.path, "reason": pred.error or pred.note or "not scored"})
                 continue
             if sample.label not in (0, 1):
                 continue

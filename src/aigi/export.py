@@ -5,12 +5,13 @@
     >>> detector = load_runtime("runs/tiny", runtime="onnx")     # exports once, then re-uses
     >>> detector.predict(["photo.jpg"])[0].p_fake
 
-The exported graph takes ``pixel_values`` (float32, N x 3 x H x W, already preprocessed) and
-returns ``p_fake`` (N,) = sigmoid(binary_logit / temperature) and ``source_probs`` (N, K) =
-softmax(source_logits). The temperature is applied inside the graph. Everything a consumer
-needs to feed it (resize, crop, mean/std) and read it (labels, threshold) is stored as JSON
-strings in the model's ``metadata_props`` (keys in :data:`METADATA_KEYS`), so the ``.onnx``
-file alone is a complete, loadable detector.
+The exported graph takes ``pixel_values`` (float32, N x 3 x H x W: N crops, already
+preprocessed) and returns each crop's raw ``binary_logits`` (N,) and ``source_logits`` (N, K).
+Scores are made from them exactly as the torch runtime makes them (:mod:`aigi.scoring`: the
+mean logit over an image's crops, divided by the stored temperature). Everything a consumer
+needs to feed it (crop size and rule, mean/std) and read it (labels, threshold, temperature)
+is stored as JSON strings in the model's ``metadata_props`` (keys in :data:`METADATA_KEYS`),
+so the ``.onnx`` file alone is a complete, loadable detector.
 """
 
 from __future__ import annotations
@@ -31,16 +32,18 @@ from torch import nn
 
 from . import __version__
 from .backbones import Preprocessing
-from .model import CONFIG_NAME, WEIGHTS_NAME, Detector, ScoringMixin, _json_default, resolve_model_path
+from .model import CONFIG_NAME, WEIGHTS_NAME, Detector, _json_default, resolve_model_path
+from .scoring import ScoringMixin
 
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "pixel_values"
-OUTPUT_NAMES = ("p_fake", "source_probs")
+OUTPUT_NAMES = ("binary_logits", "source_logits")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 RUNTIMES = ("torch", "onnx")
 DYNAMO_MIN_OPSET = 18
-# Bumped if the graph's inputs/outputs or the metadata keys change meaning.
-ONNX_FORMAT_VERSION = 1
+# Bumped if the graph's inputs/outputs or the metadata keys change meaning
+# (2: per-crop logits out, temperature applied by the runtime; 1 gave p_fake and source_probs).
+ONNX_FORMAT_VERSION = 2
 METADATA_KEYS = (
     "aigi_format",
     "aigi_version",
@@ -54,22 +57,23 @@ METADATA_KEYS = (
 _INSTALL_HINT = "install the ONNX extra: pip install 'aigi[onnx]'"
 
 
+class OnnxFormatError(ValueError):
+    """An ``.onnx`` file written for another version of aigi's graph contract."""
+
+
 # ----------------------------------------------------------------------------- export
 
 
 class _ScoringGraph(nn.Module):
-    """Detector -> (p_fake, source_probs): exactly what :meth:`Detector.score_batch` computes."""
+    """Detector -> (binary_logits, source_logits): exactly what :meth:`Detector.crop_logits` computes."""
 
     def __init__(self, detector: Detector) -> None:
         super().__init__()
         self.detector = detector
-        self.temperature = float(detector.temperature)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.detector(pixel_values)
-        p_fake = torch.sigmoid(out.binary_logits.float() / self.temperature)
-        probs = torch.softmax(out.source_logits.float(), dim=-1)
-        return p_fake, probs
+        return out.binary_logits.float(), out.source_logits.float()
 
 
 def _dynamo_available() -> bool:
@@ -158,10 +162,11 @@ def _metadata(detector: Detector) -> dict[str, str]:
         "input_shape": ["batch", 3, crop, crop],
         "input_dtype": "float32",
         "outputs": {
-            "p_fake": "sigmoid(binary_logit / temperature), shape (batch,)",
-            "source_probs": "softmax(source_logits) over labels, shape (batch, n_labels)",
+            "binary_logits": "raw binary logit of each crop, shape (batch,); p_fake = sigmoid(mean over an "
+                             "image's crops / temperature)",
+            "source_logits": "raw source logits of each crop over labels, shape (batch, n_labels)",
         },
-        "temperature_applied": True,
+        "temperature_applied": False,
     }
     values: dict[str, Any] = {
         "aigi_format": ONNX_FORMAT_VERSION,
@@ -254,7 +259,7 @@ def export_onnx(
     onnx.helper.set_model_props(proto, _metadata(detector))
     proto.producer_name = "aigi"
     proto.producer_version = __version__
-    proto.doc_string = "aigi detector: pixel_values -> p_fake, source_probs (see metadata aigi_*)"
+    proto.doc_string = "aigi detector: pixel_values (crops) -> binary_logits, source_logits (see metadata aigi_*)"
     if proto.ByteSize() >= 2**31 - 1:
         raise ValueError(f"the model is {proto.ByteSize() / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit")
     _atomic_write(proto.SerializeToString(), path)
@@ -288,8 +293,8 @@ class OnnxDetector(ScoringMixin):
     It has the scoring interface of :class:`~aigi.model.Detector` that prediction and
     evaluation use (``preprocessing``, ``labels``, ``threshold``, ``temperature``, ``config``,
     ``eval``, ``score_batch``, ``make_prediction``, ``predict``), so it can be passed to
-    :func:`aigi.predict.detect` and :func:`aigi.evaluate.evaluate`. The temperature is already
-    applied inside the graph; the attribute is informational.
+    :func:`aigi.predict.detect` and :func:`aigi.evaluate.evaluate`. The graph gives raw logits;
+    the temperature from the metadata is applied here, as the torch runtime applies it.
     """
 
     def __init__(self, session, metadata: dict[str, str], path: str | os.PathLike | None = None) -> None:
@@ -298,7 +303,10 @@ class OnnxDetector(ScoringMixin):
             raise ValueError(f"{path or 'model'}: not an aigi ONNX model (metadata lacks {', '.join(missing)})")
         fmt = int(json.loads(metadata.get("aigi_format", "1")))
         if fmt > ONNX_FORMAT_VERSION:
-            raise ValueError(f"{path}: ONNX format {fmt} is newer than this aigi understands ({ONNX_FORMAT_VERSION}); upgrade aigi")
+            raise OnnxFormatError(f"{path}: ONNX format {fmt} is newer than this aigi understands ({ONNX_FORMAT_VERSION}); upgrade aigi")
+        if fmt < ONNX_FORMAT_VERSION:
+            raise OnnxFormatError(f"{path}: ONNX format {fmt} was written by an older aigi (this one reads "
+                                  f"{ONNX_FORMAT_VERSION}); export the model again: aigi export MODEL --out FILE")
         self.session = session
         self.path = Path(path) if path is not None else None
         self.metadata = dict(metadata)
@@ -360,8 +368,8 @@ class OnnxDetector(ScoringMixin):
 
     # ------------------------------------------------------------------ computation
 
-    def score_batch(self, pixel_values: np.ndarray | torch.Tensor, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel batch -> (p_fake (B,), source probabilities (B, n_labels)) as float64 numpy.
+    def crop_logits(self, pixel_values: np.ndarray | torch.Tensor, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of crops -> (binary logits (B,), source logits (B, n_labels)) as float64 numpy.
 
         ``autocast`` is accepted for interface compatibility and ignored (the graph is fp32)."""
         if isinstance(pixel_values, torch.Tensor):
@@ -372,8 +380,8 @@ class OnnxDetector(ScoringMixin):
             raise ValueError(f"expected pixel_values of shape (N, 3, {crop}, {crop}), got {tuple(x.shape)}")
         if len(x) == 0:
             return np.zeros(0), np.zeros((0, len(self.labels)))
-        p_fake, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        return np.asarray(p_fake, np.float64).reshape(len(x)), np.asarray(probs, np.float64).reshape(len(x), -1)
+        binary, source = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        return np.asarray(binary, np.float64).reshape(len(x)), np.asarray(source, np.float64).reshape(len(x), -1)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -396,14 +404,14 @@ def onnx_path_for(directory: str | os.PathLike) -> Path:
     return _cache_dir() / f"{directory.name}-{key}.onnx"
 
 
-def ensure_onnx(directory: str | os.PathLike, opset: int = 17, exporter: str = "auto") -> Path:
-    """The ONNX export of a detector directory, (re-)exported when missing or older than the
-    directory's weights or config (a recalibrated threshold lives in ``config.json``)."""
+def ensure_onnx(directory: str | os.PathLike, opset: int = 17, exporter: str = "auto", force: bool = False) -> Path:
+    """The ONNX export of a detector directory, (re-)exported when missing, older than the
+    directory's weights or config (a recalibrated threshold lives in ``config.json``), or ``force``."""
     directory = resolve_model_path(directory)
     target = onnx_path_for(directory)
     sources = [directory / WEIGHTS_NAME, directory / CONFIG_NAME]
     newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
-    if target.exists() and target.stat().st_mtime_ns >= newest:
+    if not force and target.exists() and target.stat().st_mtime_ns >= newest:
         return target
     detector = Detector.from_pretrained(directory, device="cpu")
     return export_onnx(detector, target, opset=opset, exporter=exporter)
@@ -427,12 +435,17 @@ def load_runtime(
         if is_onnx_file:
             raise ValueError(f"{model}: an ONNX file runs with runtime='onnx', not 'torch'")
         return Detector.from_pretrained(model, device=device)
-    onnx_file = path if is_onnx_file else ensure_onnx(model)
-    return OnnxDetector.from_file(onnx_file, threads=threads, device=device, spinning=spinning)
+    if is_onnx_file:
+        return OnnxDetector.from_file(path, threads=threads, device=device, spinning=spinning)
+    try:
+        return OnnxDetector.from_file(ensure_onnx(model), threads=threads, device=device, spinning=spinning)
+    except OnnxFormatError:  # an export left by an older aigi beside the weights: redo it
+        return OnnxDetector.from_file(ensure_onnx(model, force=True), threads=threads, device=device, spinning=spinning)
 
 
 __all__ = [
     "METADATA_KEYS",
+    "OnnxFormatError",
     "ONNX_NAME",
     "OnnxDetector",
     "ensure_onnx",

@@ -9,41 +9,24 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
 from .backbones import Encoder, Preprocessing, encoder_from_config, load_backbone
-from .data import REAL, ImageDecodeError, open_image
+from .data import REAL
+from .scoring import FAKE_VERDICT, REAL_VERDICT, UNCERTAIN_VERDICT, Prediction, ScoringMixin  # noqa: F401 (re-exported)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FAKE_VERDICT, REAL_VERDICT = "ai-generated", "real"
 # Registered model names -> directories. "default" is the model bundled with the package.
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-
-
-@dataclass
-class Prediction:
-    """The result for one image. ``error`` is set (and scores are empty) when it could not be read."""
-
-    path: str
-    p_fake: float | None = None
-    verdict: str = ""
-    generator: str = ""
-    p_generator: float | None = None
-    generator_probs: dict[str, float] = field(default_factory=dict)
-    error: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -68,82 +51,6 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-class ScoringMixin:
-    """What every runtime shares (torch :class:`Detector`, ``aigi.export.OnnxDetector``):
-    verdicts from scores, and ``predict``. Needs ``labels``, ``config``, ``preprocessing``,
-    ``eval()`` and ``score_batch(pixels) -> (p_fake, source_probs)``."""
-
-    labels: list[str]
-    config: dict
-
-    @property
-    def threshold(self) -> float:
-        return float(self.config["threshold"])
-
-    @property
-    def temperature(self) -> float:
-        return float(self.config.get("temperature", 1.0))
-
-    @property
-    def generators(self) -> list[str]:
-        return self.labels[1:]
-
-
-    def make_prediction(self, path: str, p_fake: float, source_probs: np.ndarray) -> Prediction:
-        """Scores of one image -> a :class:`Prediction` (verdict by the stored threshold)."""
-        fake = p_fake >= self.threshold
-        generator, p_generator = "", None
-        if fake and len(self.labels) > 1:
-            gen_probs = source_probs[1:]
-            best = int(np.argmax(gen_probs))
-            generator = self.labels[1 + best]
-            # Which generator, given that the image is AI-generated.
-            p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
-        return Prediction(
-            path=path,
-            p_fake=float(p_fake),
-            verdict=FAKE_VERDICT if fake else REAL_VERDICT,
-            generator=generator,
-            p_generator=p_generator,
-            generator_probs={label: float(p) for label, p in zip(self.labels, source_probs)},
-        )
-
-    def predict(
-        self, images: str | os.PathLike | Image.Image | Iterable[str | os.PathLike | Image.Image], batch_size: int = 32
-    ) -> list[Prediction]:
-        """Score paths or PIL images; unreadable files get a Prediction with ``error`` set.
-
-        For large folders use :func:`aigi.predict.detect`, which decodes in parallel and streams.
-        """
-        if isinstance(images, (str, os.PathLike, Image.Image)):
-            images = [images]
-        self.eval()
-        results: list[Prediction] = []
-        batch: list[tuple[int, np.ndarray]] = []
-        items = list(images)
-        names = [f"<image {i}>" if isinstance(x, Image.Image) else os.fspath(x) for i, x in enumerate(items)]
-
-        def flush() -> None:
-            if not batch:
-                return
-            p_fake, probs = self.score_batch(np.stack([arr for _, arr in batch]))
-            for (i, _), p, pr in zip(batch, p_fake, probs):
-                results[i] = self.make_prediction(names[i], p, pr)
-            batch.clear()
-
-        for i, item in enumerate(items):
-            results.append(Prediction(names[i]))
-            try:
-                batch.append((i, self.preprocessing(open_image(item, self.preprocessing.decode_size))))
-            except ImageDecodeError as e:
-                results[i].error = e.reason
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-        return results
-
-
-
 class Detector(ScoringMixin, nn.Module):
     """Encoder -> pooled features -> binary head (real vs AI-generated) and source head."""
 
@@ -161,9 +68,16 @@ class Detector(ScoringMixin, nn.Module):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_backbone(cls, backbone: str, generators: Sequence[str], image_size: int | None = None) -> "Detector":
-        """A new detector on a pretrained backbone, with freshly initialised heads."""
+    def from_backbone(cls, backbone: str, generators: Sequence[str], image_size: int | None = None,
+                      native: bool = True, crops: int = 4, min_side: int = 32) -> "Detector":
+        """A new detector on a pretrained backbone, with freshly initialised heads.
+
+        ``native``: the model sees ``image_size`` px crops at the image's own pixels (default
+        size: the backbone's input), ``crops`` of them per image at inference; otherwise the
+        whole image resized, as the backbone's own preprocessing says (aigi 0.1's models)."""
         encoder, prep = load_backbone(backbone, image_size=image_size)
+        if native:
+            prep = prep.native_crops(image_size or prep.crop, crops=crops, min_side=min_side)
         return cls(encoder, prep, [REAL, *sorted(generators)], {"backbone": backbone})
 
     @classmethod
@@ -220,14 +134,12 @@ class Detector(ScoringMixin, nn.Module):
         return DetectorOutput(self.binary_head(features).squeeze(-1), self.source_head(features))
 
     @torch.inference_mode()
-    def score_batch(self, pixel_values: torch.Tensor | np.ndarray, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel batch -> (p_fake (B,), source probabilities (B, n_labels)) as float64 numpy."""
+    def crop_logits(self, pixel_values: torch.Tensor | np.ndarray, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of crops -> (binary logits (B,), source logits (B, n_labels)) as float64 numpy."""
         x = torch.as_tensor(pixel_values).to(self.device)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = self(x)
-        p_fake = torch.sigmoid(out.binary_logits.float() / self.temperature)
-        probs = torch.softmax(out.source_logits.float(), dim=-1)
-        return p_fake.double().cpu().numpy(), probs.double().cpu().numpy()
+        return out.binary_logits.double().cpu().numpy(), out.source_logits.double().cpu().numpy()
 
 
 def _json_default(o):

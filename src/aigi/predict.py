@@ -1,9 +1,10 @@
 """Batched prediction over many files: parallel decoding, streaming, CSV/JSONL writers.
 
-``detect(detector, paths)`` walks files, folders and zips lazily, decodes and preprocesses
-in a pool of threads (Pillow releases the GIL while decoding and resizing), runs the model
-on full batches, and yields one :class:`~aigi.model.Prediction` per input file, in input
-order. Memory stays bounded: at most ``workers * batch_size * 2`` images are in flight.
+``detect(detector, paths)`` walks files, folders and zips lazily, decodes and crops
+(:func:`aigi.inputs.load_input`) in a pool of threads (Pillow releases the GIL while
+decoding), runs the model on full batches of crops, and yields one
+:class:`~aigi.scoring.Prediction` per input file, in input order. Memory stays bounded: at
+most ``workers * batch_size * 2`` images are in flight.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Container, Iterable, Iterator
 
-import numpy as np
 
-from .data import DECODE_WORKERS, ImageDecodeError, Sample, check_split, iter_inputs, read_image, split_of
-from .model import Detector, Prediction
+from .data import DECODE_WORKERS, ImageDecodeError, Sample, check_split, iter_inputs
+from .inputs import ModelInput, load_input
+from .scoring import Prediction
 
-RESULT_FIELDS = ("path", "p_fake", "verdict", "generator", "p_generator", "error")
+# Columns of a results file; JSON Lines rows also carry each crop's score ("crops") and "image_size".
+RESULT_FIELDS = ("path", "p_fake", "verdict", "generator", "p_generator", "error", "note")
 
 
-def _load(sample: Sample, preprocessing) -> np.ndarray | ImageDecodeError:
+def _load(sample: Sample, preprocessing, crops: int | None = None) -> ModelInput | ImageDecodeError:
     try:
-        return preprocessing(read_image(sample, preprocessing.decode_size))
+        return load_input(sample, preprocessing, crops=crops)
     except ImageDecodeError as e:
         return e
     except Exception as e:  # never let one file end a run
@@ -34,17 +36,18 @@ def _load(sample: Sample, preprocessing) -> np.ndarray | ImageDecodeError:
 
 
 def iter_decoded(
-    samples: Iterable[Sample], preprocessing, workers: int = DECODE_WORKERS, max_inflight: int = 256
-) -> Iterator[tuple[Sample, np.ndarray | ImageDecodeError]]:
-    """(sample, pixels or error) in input order, decoded by ``workers`` threads (0: inline)."""
+    samples: Iterable[Sample], preprocessing, workers: int = DECODE_WORKERS, max_inflight: int = 256,
+    crops: int | None = None,
+) -> Iterator[tuple[Sample, ModelInput | ImageDecodeError]]:
+    """(sample, model input or error) in input order, decoded by ``workers`` threads (0: inline)."""
     if workers <= 0:
         for s in samples:
-            yield s, _load(s, preprocessing)
+            yield s, _load(s, preprocessing, crops)
         return
     pending: deque[tuple[Sample, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aigi-decode") as pool:
         for s in samples:
-            pending.append((s, pool.submit(_load, s, preprocessing)))
+            pending.append((s, pool.submit(_load, s, preprocessing, crops)))
             if len(pending) >= max_inflight:
                 done, fut = pending.popleft()
                 yield done, fut.result()
@@ -54,34 +57,33 @@ def iter_decoded(
 
 
 def score_samples(
-    detector: Detector,
+    detector,
     samples: Iterable[Sample],
     batch_size: int = 32,
     workers: int = DECODE_WORKERS,
     autocast: bool = False,
+    crops: int | None = None,
 ) -> Iterator[tuple[Sample, Prediction]]:
-    """(sample, prediction) for every sample, in order; unreadable files carry ``error``."""
+    """(sample, prediction) for every sample, in order; unreadable files carry ``error``.
+    ``batch_size`` counts crops per forward pass; ``crops`` overrides the model's crops per image."""
     detector.eval()
-    waiting: list[tuple[Sample, np.ndarray | ImageDecodeError]] = []
+    waiting: list[tuple[Sample, ModelInput | ImageDecodeError]] = []
 
     def flush() -> Iterator[tuple[Sample, Prediction]]:
-        arrays = [x for _, x in waiting if isinstance(x, np.ndarray)]
-        if arrays:
-            p_fake, probs = detector.score_batch(np.stack(arrays), autocast=autocast)
-        k = 0
+        inputs = [x for _, x in waiting if isinstance(x, ModelInput)]
+        scores = iter(detector.score_inputs(inputs, batch_size, autocast))
         for sample, x in waiting:
-            if isinstance(x, np.ndarray):
-                yield sample, detector.make_prediction(sample.display, p_fake[k], probs[k])
-                k += 1
+            if isinstance(x, ModelInput):
+                yield sample, detector.make_prediction(x, next(scores))
             else:
                 yield sample, Prediction(sample.display, error=x.reason)
         waiting.clear()
 
     inflight = max(2 * batch_size, workers * batch_size * 2)
     n_ready = 0
-    for sample, x in iter_decoded(samples, detector.preprocessing, workers, inflight):
+    for sample, x in iter_decoded(samples, detector.preprocessing, workers, inflight, crops):
         waiting.append((sample, x))
-        n_ready += isinstance(x, np.ndarray)
+        n_ready += x.n_crops if isinstance(x, ModelInput) else 0
         if n_ready >= batch_size:
             yield from flush()
             n_ready = 0
@@ -89,13 +91,14 @@ def score_samples(
 
 
 def detect(
-    detector: Detector,
+    detector,
     paths: Iterable[str | os.PathLike],
     batch_size: int = 32,
     workers: int = DECODE_WORKERS,
     autocast: bool = False,
     split: str = "all",
     skip: Container[str] = frozenset(),
+    crops: int | None = None,
 ) -> Iterator[Prediction]:
     """Score every image under ``paths`` (files, folders recursively, zips), streamed.
 
@@ -103,7 +106,7 @@ def detect(
     files whose display path is in ``skip`` (already scored) are passed over, and a file
     reached twice (a folder and a file inside it) is scored once.
     """
-    for _, prediction in score_samples(detector, select_inputs(paths, split, skip), batch_size, workers, autocast):
+    for _, prediction in score_samples(detector, select_inputs(paths, split, skip), batch_size, workers, autocast, crops):
         yield prediction
 
 
@@ -114,7 +117,7 @@ def select_inputs(
     check_split(split)
     seen: set[str] = set()
     for s in iter_inputs(paths):
-        if s.display in skip or s.display in seen or (split != "all" and split_of(s.relpath) != split):
+        if s.display in skip or s.display in seen or (split != "all" and s.split != split):
             continue
         seen.add(s.display)
         yield s
@@ -123,16 +126,22 @@ def select_inputs(
 # ----------------------------------------------------------------------------- writers
 
 
-def result_row(p: Prediction) -> dict:
-    """The flat row written for one file (see :data:`RESULT_FIELDS`)."""
-    return {
+def result_row(p: Prediction, crops: bool = False) -> dict:
+    """The flat row written for one file (see :data:`RESULT_FIELDS`); with ``crops``, also the
+    image size and every crop's box and p_fake (JSON outputs)."""
+    row = {
         "path": p.path,
         "p_fake": None if p.p_fake is None else round(p.p_fake, 6),
         "verdict": p.verdict,
         "generator": p.generator,
         "p_generator": None if p.p_generator is None else round(p.p_generator, 6),
         "error": p.error,
+        "note": p.note,
     }
+    if crops:
+        row["image_size"] = p.image_size
+        row["crops"] = [{"box": c["box"], "p_fake": round(c["p_fake"], 6)} for c in p.crops]
+    return row
 
 
 def _complete_prefix(text: str, fmt: str) -> int:
@@ -170,6 +179,11 @@ class ResultWriter:
         self.done: set[str] = set()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         existing = "" if overwrite or not os.path.exists(self.path) else self._read()
+        header = existing.split("\n", 1)[0]
+        if self.format == "csv" and existing and "\n" in existing and header != ",".join(RESULT_FIELDS):
+            # Resuming would cut every row of another layout away: refuse, and keep the file.
+            raise ValueError(f"{self.path} has the columns {header!r}, not {','.join(RESULT_FIELDS)!r} "
+                             "(written by another aigi version?); pass --overwrite or choose another file")
         keep = _complete_prefix(existing, self.format)
         # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
         self._file: IO[str] = open(self.path, "a" if keep else "w", newline="", encoding="utf-8", errors="surrogateescape")
@@ -195,7 +209,7 @@ class ResultWriter:
         buf = io.StringIO(newline="")
         writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n") if self._csv is not None else None
         for p in predictions:
-            row = result_row(p)
+            row = result_row(p, crops=writer is None)
             if writer is not None:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
             else:

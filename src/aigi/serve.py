@@ -10,8 +10,8 @@
   pixel limit) gets ``error`` set and the others are still scored, as in ``aigi detect``.
 - ``/docs``: the interactive OpenAPI page FastAPI generates.
 
-Uploads are decoded exactly as files on disk are (:func:`aigi.data.decode_image`: the
-decompression-bomb check before any pixel, reduced-scale decoding), so a score does not
+Uploads go through the same path as files on disk (:func:`aigi.inputs.load_input`: the
+decompression-bomb check before any pixel, orientation, the same crops), so a score does not
 depend on whether an image came by HTTP or from a folder.
 """
 
@@ -21,11 +21,10 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from PIL import Image
-
 from . import __version__
-from .data import ImageDecodeError, decode_image
-from .model import Prediction
+from .data import ImageDecodeError
+from .inputs import ModelInput, load_input
+from .scoring import Prediction
 
 MAX_FILES_PER_REQUEST = 64
 # Lower than the 256 MB aigi detect accepts from disk: a request's files are all held in memory.
@@ -40,21 +39,20 @@ def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: in
                   model_lock: AbstractContextManager = nullcontext()) -> list[Prediction]:
     """(file name, bytes) pairs -> predictions in the same order; unreadable ones carry ``error``.
     Only the forward pass holds ``model_lock``: concurrent requests decode in parallel."""
-    decoded: list[tuple[int, Image.Image]] = []
+    inputs: list[tuple[int, ModelInput]] = []
     results = [Prediction(path=name) for name, _ in uploads]
     for i, (name, data) in enumerate(uploads):
         try:
             if len(data) > max_bytes:
                 raise ImageDecodeError(name, f"upload is over the {_megabytes(max_bytes):g} MB limit")
-            decoded.append((i, decode_image(data, name, min_size=detector.preprocessing.decode_size)))
+            inputs.append((i, load_input((name, data), detector.preprocessing)))
         except ImageDecodeError as e:
             results[i].error = e.reason
-    if decoded:
+    if inputs:
         with model_lock:
-            predictions = detector.predict([im for _, im in decoded])
-        for (i, _), prediction in zip(decoded, predictions):
-            prediction.path = results[i].path
-            results[i] = prediction
+            scores = detector.score_inputs([x for _, x in inputs])
+        for (i, x), s in zip(inputs, scores):
+            results[i] = detector.make_prediction(x, s)
     return results
 
 

@@ -1,5 +1,8 @@
 """Training: fine-tune an encoder with binary and source heads (the paper's recipe by default).
 
+The model sees native-resolution crops (:mod:`aigi.inputs`), drawn by source- and
+size-balanced sampling with augmentations applied to real and fake alike (:mod:`aigi.trainset`).
+
 Tuning modes: ``full`` (every weight; the paper: Adam, 12 epochs), ``last-k`` (the last k
 transformer blocks), ``lora`` (low-rank adapters via peft, merged into the saved model) and
 ``linear`` (frozen encoder, heads only; UnivFD-style).
@@ -10,8 +13,8 @@ Output directory::
     OUT/last/                                  resume checkpoint (weights, optimizer, RNG, state)
     OUT/log.jsonl                              one line per step and per epoch
 
-Every random choice derives from ``seed``: the epoch's shuffle from (seed, epoch), each
-image's augmentation from (seed, epoch, index). With the model weights, optimizer moments
+Every random choice derives from ``seed``: the epoch's draws from (seed, epoch), each
+draw's crop and augmentation from (seed, epoch, draw). With the model weights, optimizer moments
 and torch RNG saved in the checkpoint, a resumed run computes exactly what an uninterrupted
 one does.
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,14 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch import nn
 from tqdm.auto import tqdm
 
-from .augment import LEVELS, augment_image
+from .augment import LEVELS
 from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
-from .data import ImageDataset, ImageDecodeError, load_datasets, read_image
+from .calibration import calibrate, fit_temperature, threshold_for_fpr  # noqa: F401 (public here since 0.1)
+from .checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
+from .data import SPLITS, ImageDataset, load_datasets
 from .model import Detector
+from .trainset import FeatureCache, TrainingImages, draw_order, draw_weights, image_side, make_loader
 
 TUNE_MODES = ("full", "last-k", "lora", "linear")
 
@@ -57,8 +60,14 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of all steps spent warming up, then cosine decay
     last_k: int = 2
     lora_rank: int = 8
-    image_size: int | None = None
+    image_size: int | None = None  # crop side (native) or input size (resize); default: the backbone's
+    native: bool = True  # native-resolution crops (False: the whole image resized, as aigi 0.1 did)
+    crops: int = 4  # crops per image when the model scores (stored with the model)
+    min_side: int = 32  # images smaller than this are too small to judge
     augment: str = "light"
+    epoch_images: int | None = None  # draws per epoch (default: the train set's size)
+    small_share: float = 0.2  # share of draws from images smaller than the crop (both bands present)
+    source_power: float = 0.5  # source balance: share ~ count ** power (trainset.draw_weights)
     max_images: int | None = None
     max_val_images: int | None = None
     source_loss_weight: float = 0.5
@@ -88,6 +97,9 @@ class TrainConfig:
             raise ValueError("--precision must be auto, bf16 or fp32")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be positive")
+        if self.split not in SPLITS or self.split == "val":
+            raise ValueError("--split must be train, test or all: the val split is held out to choose the best "
+                             "epoch and to calibrate, so it can never be trained on")
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -105,104 +117,29 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 # ----------------------------------------------------------------------------- data
 
 
-class TrainingImages(torch.utils.data.Dataset):
-    """Samples -> (pixels, binary label, source index). Index ``epoch * n + i`` fixes the seed."""
-
-    def __init__(self, dataset: ImageDataset, detector: Detector, augment: str, seed: int) -> None:
-        self.samples = dataset.samples
-        self.source_index = {label: i for i, label in enumerate(detector.labels)}
-        self.preprocessing = detector.preprocessing
-        self.augment = augment
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, key: int):
-        epoch, i = divmod(key, len(self.samples))
-        sample = self.samples[i]
-        try:
-            im = read_image(sample, self.preprocessing.decode_size)
-            im = augment_image(im, np.random.default_rng([self.seed, epoch, i]), self.augment)
-            pixels = torch.from_numpy(self.preprocessing(im))
-        except ImageDecodeError as e:
-            return {"error": e.reason, "path": sample.display}
-        return {"pixels": pixels, "label": float(sample.label), "source": self.source_index.get(sample.generator, 0)}
+def training_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
+    """The train and validation sets. Validation is always the public ``val`` split, and never
+    overlaps training: with ``--split all`` the val split is held out of training (and said so)."""
+    train_set = load_datasets(cfg.data, cfg.split)
+    if cfg.split == "all":
+        train_set.samples = [s for s in train_set.samples if s.split != "val"]
+        print("aigi train: --split all trains on the train and test splits; the val split (1 in 10 files) "
+              "is held out to choose the best epoch and to calibrate", file=sys.stderr)
+    train_set = train_set.subset(cfg.max_images, cfg.seed)
+    max_val = cfg.max_val_images or (max(200, cfg.max_images // 4) if cfg.max_images else None)
+    val_set = load_datasets(cfg.data, "val").subset(max_val, cfg.seed)
+    if len(train_set) == 0:
+        raise ValueError(f"{cfg.data}: the {cfg.split} split is empty")
+    return train_set, val_set
 
 
-def collate(items: list[dict]) -> dict:
-    good = [x for x in items if "pixels" in x]
-    batch = {"errors": [(x["path"], x["error"]) for x in items if "error" in x]}
-    if good:
-        batch["pixels"] = torch.stack([x["pixels"] for x in good])
-        batch["label"] = torch.tensor([x["label"] for x in good])
-        batch["source"] = torch.tensor([x["source"] for x in good])
-    return batch
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 7]).permutation(n)
-
-
-def make_loader(images: TrainingImages, cfg: TrainConfig, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
-    n = len(images)
-    keys = (epoch * n + epoch_order(n, cfg.seed, epoch))[start_step * cfg.batch_size :].tolist()
-    return torch.utils.data.DataLoader(
-        images, batch_size=cfg.batch_size, sampler=keys, collate_fn=collate,
-        num_workers=cfg.workers, persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
-    )
-
-
-class FeatureCache:
-    """Frozen-encoder features, computed once. With ``--tune linear`` and ``--augment none``
-    the encoder sees the same pixels every epoch, so each epoch then costs only the heads
-    (the UnivFD recipe, at a fraction of the CPU time)."""
-
-    def __init__(self, detector: Detector, dataset: ImageDataset, cfg: TrainConfig, autocast: bool, desc: str) -> None:
-        images = TrainingImages(dataset, detector, "none", cfg.seed)
-        loader = torch.utils.data.DataLoader(images, batch_size=cfg.batch_size, sampler=range(len(images)),
-                                             collate_fn=collate, num_workers=cfg.workers)
-        device = next(detector.parameters()).device
-        self.generators = np.array([s.generator for s in dataset.samples])
-        self.row = np.full(len(images), -1)  # dataset index -> feature row (-1: unreadable)
-        chunks, labels, sources, self.errors = [], [], [], []
-        detector.eval()
-        with torch.inference_mode(), tqdm(total=len(images), unit="img", desc=desc, disable=not cfg.progress) as bar:
-            for start, batch in zip(range(0, len(images), cfg.batch_size), loader):
-                self.errors += batch["errors"]
-                bad = {p for p, _ in batch["errors"]}
-                ok = [i for i in range(start, min(start + cfg.batch_size, len(images))) if dataset.samples[i].display not in bad]
-                if ok:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                        chunks.append(detector.encoder(batch["pixels"].to(device)).float().cpu())
-                    labels.append(batch["label"])
-                    sources.append(batch["source"])
-                    self.row[ok] = np.arange(sum(len(c) for c in chunks) - len(ok), sum(len(c) for c in chunks))
-                bar.update(len(batch.get("label", [])) + len(batch["errors"]))
-        self.features = torch.cat(chunks) if chunks else torch.empty(0)
-        self.labels = torch.cat(labels) if labels else torch.empty(0)
-        self.sources = torch.cat(sources) if sources else torch.empty(0, dtype=torch.long)
-
-    def batches(self, cfg: TrainConfig, epoch: int, start_step: int):
-        """The same batches, in the same order, as :func:`make_loader` would give."""
-        order = epoch_order(len(self.row), cfg.seed, epoch)[start_step * cfg.batch_size :]
-        for k in range(0, len(order), cfg.batch_size):
-            rows = [r for r in self.row[order[k : k + cfg.batch_size]] if r >= 0]
-            if rows:
-                yield {"errors": [], "features": self.features[rows], "label": self.labels[rows], "source": self.sources[rows]}
-            else:
-                yield {"errors": []}
-
-    @torch.inference_mode()
-    def metrics(self, detector: Detector) -> dict:
-        from .evaluate import compute_metrics
-
-        kept = self.row >= 0
-        out = detector.heads(self.features.to(next(detector.parameters()).device))
-        p_fake = torch.sigmoid(out.binary_logits.float() / detector.temperature).double().cpu().numpy()
-        probs = torch.softmax(out.source_logits.float(), -1).double().cpu().numpy()
-        return compute_metrics(self.labels.numpy().astype(int), p_fake, self.generators[kept],
-                               probs, detector.labels, detector.threshold, n_errors=len(self.errors))
+def epoch_weights(train_set: ImageDataset, detector: Detector, cfg: TrainConfig) -> np.ndarray:
+    """Draw probabilities (:func:`aigi.trainset.draw_weights`); size bands by image header."""
+    if detector.preprocessing.native:
+        small = np.array([image_side(s) < detector.preprocessing.crop for s in train_set.samples])
+    else:
+        small = np.zeros(len(train_set), dtype=bool)
+    return draw_weights(train_set.samples, small, cfg.small_share, cfg.source_power)
 
 
 # ----------------------------------------------------------------------------- tuning modes
@@ -244,61 +181,7 @@ def count_parameters(detector: Detector) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(directory: Path, detector: Detector, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Weights, optimizer moments and RNG as safetensors, counters as JSON; written atomically."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous() for k, v in detector.state_dict().items()}
-    save_file(weights, str(tmp / "model.safetensors"))
-    opt = optimizer.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state()}
-    for idx, param_state in opt["state"].items():
-        for key, value in param_state.items():
-            tensors[f"optimizer.{idx}.{key}"] = torch.as_tensor(value).reshape(-1).contiguous()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1))
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        os.replace(tmp, directory)
-
-
-def load_checkpoint(directory: Path, detector: Detector, optimizer: torch.optim.Optimizer) -> dict:
-    state = json.loads((directory / "state.json").read_text())
-    detector.load_state_dict(load_file(str(directory / "model.safetensors")))
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    opt_state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, idx, key = name.split(".", 2)
-            opt_state.setdefault(int(idx), {})[key] = value.reshape(()) if key == "step" else value
-    # Moments were flattened to save them; give them back their parameter's shape.
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for idx, st in opt_state.items():
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in st:
-                st[key] = st[key].reshape(params[idx].shape)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
-    torch.set_rng_state(tensors["rng.torch"])
-    return state
-
-
-def _recover_interrupted_save(directory: Path) -> None:
-    # A kill between the two renames of save_checkpoint leaves only "<dir>.old": take it back.
-    old = directory.with_name(directory.name + ".old")
-    if not directory.exists() and old.exists():
-        os.replace(old, directory)
-
-
-# ----------------------------------------------------------------------------- validation and calibration
+# ----------------------------------------------------------------------------- validation
 
 
 def validate(detector: Detector, dataset: ImageDataset, cfg: TrainConfig, autocast: bool) -> dict:
@@ -309,42 +192,6 @@ def validate(detector: Detector, dataset: ImageDataset, cfg: TrainConfig, autoca
     scored = [(p.p_fake, s.label) for p, s in zip(predictions, dataset.samples) if p.p_fake is not None]
     metrics["p_fake"], metrics["y"] = [p for p, _ in scored], [y for _, y in scored]
     return metrics
-
-
-def fit_temperature(p_fake: np.ndarray, y: np.ndarray) -> float:
-    """Temperature T minimising validation log-loss of sigmoid(logit / T) (grid search; robust)."""
-    p = np.clip(p_fake, 1e-7, 1 - 1e-7)
-    logits = np.log(p / (1 - p))
-    best_t, best_loss = 1.0, math.inf
-    for t in np.exp(np.linspace(np.log(0.05), np.log(20.0), 200)):
-        q = np.clip(1.0 / (1.0 + np.exp(-logits / t)), 1e-7, 1 - 1e-7)
-        loss = -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
-        if loss < best_loss:
-            best_t, best_loss = float(t), loss
-    return best_t
-
-
-def threshold_for_fpr(p_fake_real: np.ndarray, target_fpr: float) -> float:
-    """The smallest threshold at which at most ``target_fpr`` of real images are called fake."""
-    if len(p_fake_real) == 0:
-        return 0.5
-    return float(np.quantile(p_fake_real, 1 - target_fpr, method="higher") + 1e-9)
-
-
-def calibrate(detector: Detector, val_metrics: dict, cfg: TrainConfig) -> dict:
-    p, y = np.asarray(val_metrics["p_fake"]), np.asarray(val_metrics["y"], dtype=float)
-    if len(np.unique(y)) < 2:
-        return {"method": "none", "reason": "validation split has one class"}
-    t = fit_temperature(p, y) * detector.temperature
-    detector.config["temperature"] = t
-    info: dict = {"method": "temperature", "temperature": t, "n_val": int(len(y))}
-    if cfg.target_fpr is not None:
-        logits = np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))
-        calibrated_real = 1 / (1 + np.exp(-logits[y == 0] * detector.temperature / t))
-        detector.config["threshold"] = threshold_for_fpr(calibrated_real, cfg.target_fpr)
-        info["target_fpr"] = cfg.target_fpr
-    info["threshold"] = detector.threshold
-    return info
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -397,7 +244,7 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last_dir = out / "last"
-    _recover_interrupted_save(last_dir)
+    recover_interrupted_save(last_dir)
     if cfg.resume and not (last_dir / "state.json").exists():
         print(f"aigi train: no checkpoint in {last_dir}; starting from scratch", file=sys.stderr)
         cfg.resume = False
@@ -408,20 +255,19 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
-    train_set = load_datasets(cfg.data, cfg.split).subset(cfg.max_images, cfg.seed)
-    max_val = cfg.max_val_images or (max(200, cfg.max_images // 4) if cfg.max_images else None)
-    val_set = load_datasets(cfg.data, "val").subset(max_val, cfg.seed)
-    if len(train_set) == 0:
-        raise ValueError(f"{cfg.data}: the train split is empty")
-    detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size)
+    train_set, val_set = training_data(cfg)
+    detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size, native=cfg.native,
+                                      crops=cfg.crops, min_side=cfg.min_side)
     configure_tuning(detector, cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     detector.to(device)
     autocast = use_bf16(cfg.precision, device)
+    weights = epoch_weights(train_set, detector, cfg)
+    n_draws = cfg.epoch_images or len(train_set)
 
     optimizer = make_optimizer(detector, cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_draws / cfg.batch_size)
     lr_factor = lr_schedule(cfg.epochs * steps_per_epoch, cfg.warmup)
 
     step, epoch, start_step, best, history, n_errors = 0, 0, 0, None, [], 0
@@ -437,15 +283,19 @@ def train(cfg: TrainConfig) -> Path:
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["initial_lr"] = base
     trainable, total = count_parameters(detector)
+    prep = detector.preprocessing
+    seen = f"{prep.crop} px native crops" if prep.native else f"whole images at {prep.crop} px"
     print(f"aigi train: {cfg.backbone} ({cfg.tune}), {trainable:,} of {total:,} parameters trainable, "
-          f"{len(train_set):,} train / {len(val_set):,} val images, labels {detector.labels}, "
-          f"{'bf16' if autocast else 'fp32'} on {device}", file=sys.stderr)
+          f"{len(train_set):,} train / {len(val_set):,} val images ({n_draws:,} draws per epoch, {seen}), "
+          f"labels {detector.labels}, {'bf16' if autocast else 'fp32'} on {device}", file=sys.stderr)
 
     images = TrainingImages(train_set, detector, cfg.augment, cfg.seed)
     train_cache = val_cache = None
     if cfg.cache_features and cfg.tune == "linear" and cfg.augment == "none":
-        train_cache = FeatureCache(detector, train_set, cfg, autocast, "caching train features")
-        val_cache = FeatureCache(detector, val_set, cfg, autocast, "caching val features")
+        train_cache = FeatureCache(detector, train_set, cfg.batch_size, cfg.workers, autocast, "caching train features",
+                                   cfg.progress)
+        val_cache = FeatureCache(detector, val_set, cfg.batch_size, cfg.workers, autocast, "caching val features",
+                                 cfg.progress)
     log = open(out / "log.jsonl", "a", encoding="utf-8")
     if train_cache is not None and not cfg.resume:  # the cache met every unreadable file already
         for path, reason in train_cache.errors:
@@ -460,9 +310,12 @@ def train(cfg: TrainConfig) -> Path:
 
     while epoch < cfg.epochs:
         detector.train()
-        bar = tqdm(total=len(train_set), initial=min(len(train_set), start_step * cfg.batch_size), unit="img",
+        order = draw_order(weights, n_draws, cfg.seed, epoch)
+        start_draw = start_step * cfg.batch_size
+        bar = tqdm(total=n_draws, initial=min(n_draws, start_draw), unit="img",
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
-        batches = train_cache.batches(cfg, epoch, start_step) if train_cache else make_loader(images, cfg, epoch, start_step)
+        batches = (train_cache.batches(order, start_draw, cfg.batch_size) if train_cache
+                   else make_loader(images, order, epoch, start_draw, cfg.batch_size, cfg.workers))
         for i, batch in enumerate(batches, start=start_step):
             for path, reason in batch["errors"]:
                 n_errors += 1
@@ -512,7 +365,7 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
     """Reload the best epoch, calibrate it on validation, and record how it was made."""
     final = Detector.from_pretrained(out)
     val = validate(final, val_set, cfg, autocast=False)
-    calibration = calibrate(final, val, cfg)
+    calibration = calibrate(final, np.asarray(val["p_fake"]), np.asarray(val["y"]), cfg.target_fpr)
     final.config["training"] = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "stop_after_steps", "resume")},
         "data": train_set.summary(), "val_data": val_set.summary(), **run, "calibration": calibration,

@@ -1,0 +1,185 @@
+"""From model outputs to results: combining crop scores, verdicts, and ``predict``.
+
+Shared by every runtime (the torch :class:`~aigi.model.Detector` and
+``aigi.export.OnnxDetector``): a runtime only has to say how it turns a batch of crops into
+logits (``crop_logits``); everything after that is here, so both give the same results.
+
+How crops combine (native-crop models): the image's binary logit is the **mean of its
+crops' logits**, and ``p_fake = sigmoid(mean_logit / temperature)``. The mean, not the
+maximum, so that one odd patch (a flat sky, a logo) cannot decide alone; every crop's own
+``p_fake`` is kept in ``Prediction.crops`` for the heatmap. The source head's logits are
+averaged the same way before the softmax.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .data import ImageDecodeError
+from .inputs import ModelInput, Source, load_input, source_name
+
+FAKE_VERDICT, REAL_VERDICT, UNCERTAIN_VERDICT = "ai-generated", "real", "uncertain"
+
+
+@dataclass
+class Prediction:
+    """The result for one image. ``error`` is set (and scores are empty) when it could not be read.
+
+    ``crops`` holds each scored crop as ``{"box": [left, top, right, bottom], "p_fake": p}``
+    in the pixels of the upright image (``image_size`` = [width, height]). ``too_small`` images
+    (shorter side under the model's ``min_side``) get no score: verdict ``uncertain`` and a ``note``.
+    """
+
+    path: str
+    p_fake: float | None = None
+    verdict: str = ""
+    generator: str = ""
+    p_generator: float | None = None
+    generator_probs: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    crops: list[dict] = field(default_factory=list)
+    image_size: list[int] | None = None
+    too_small: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ImageScores:
+    """Combined scores of one image, and its crops' own."""
+
+    p_fake: float
+    source_probs: np.ndarray  # (n_labels,)
+    crop_p_fake: np.ndarray  # (n_crops,)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def combine_crops(binary_logits: np.ndarray, source_logits: np.ndarray, temperature: float) -> ImageScores:
+    """One image's crop logits -> its scores, by the rule of the module docstring."""
+    binary_logits = np.asarray(binary_logits, np.float64)
+    source_logits = np.asarray(source_logits, np.float64)
+    return ImageScores(
+        p_fake=float(_sigmoid(binary_logits.mean() / temperature)),
+        source_probs=_softmax(source_logits.mean(axis=0)),
+        crop_p_fake=_sigmoid(binary_logits / temperature),
+    )
+
+
+def _is_one_source(x) -> bool:
+    if isinstance(x, tuple):  # (name, bytes) is one upload; any other tuple is a list of sources
+        return len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], (bytes, bytearray, memoryview))
+    return isinstance(x, (str, os.PathLike, Image.Image, bytes, bytearray, memoryview))
+
+
+class ScoringMixin:
+    """What every runtime shares: verdicts from scores, crop combination, and ``predict``.
+
+    Needs ``labels``, ``config``, ``preprocessing``, ``eval()`` and
+    ``crop_logits(pixels) -> (binary_logits (B,), source_logits (B, n_labels))`` as numpy.
+    """
+
+    labels: list[str]
+    config: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config["threshold"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.config.get("temperature", 1.0))
+
+    @property
+    def generators(self) -> list[str]:
+        return self.labels[1:]
+
+    def score_batch(self, pixel_values, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A batch of crops -> (p_fake (B,), source probabilities (B, n_labels)), each crop alone."""
+        binary, source = self.crop_logits(pixel_values, autocast=autocast)
+        return _sigmoid(np.asarray(binary, np.float64) / self.temperature), _softmax(np.asarray(source, np.float64))
+
+    def score_inputs(self, inputs: Sequence[ModelInput], batch_size: int = 32, autocast: bool = False) -> list[ImageScores | None]:
+        """Score the crops of several images (``batch_size`` crops per forward pass) and combine
+        them per image; None for an input without crops (too small to judge)."""
+        counts = [x.n_crops for x in inputs]
+        if not sum(counts):
+            return [None] * len(inputs)
+        pixels = np.concatenate([x.pixels for x in inputs if x.n_crops])
+        parts = [self.crop_logits(pixels[i:i + batch_size], autocast=autocast) for i in range(0, len(pixels), batch_size)]
+        binary = np.concatenate([np.asarray(b, np.float64).reshape(-1) for b, _ in parts])
+        source = np.concatenate([np.asarray(s, np.float64).reshape(len(b), -1) for b, s in parts])
+        results: list[ImageScores | None] = []
+        start = 0
+        for n in counts:
+            results.append(combine_crops(binary[start:start + n], source[start:start + n], self.temperature) if n else None)
+            start += n
+        return results
+
+    def make_prediction(self, model_input: ModelInput, scores: ImageScores | None) -> Prediction:
+        """An input and its scores -> a :class:`Prediction` (verdict by the stored threshold)."""
+        w, h = model_input.image_size
+        if scores is None:
+            need = getattr(self.preprocessing, "min_side", 0)
+            return Prediction(path=model_input.name, verdict=UNCERTAIN_VERDICT, image_size=[w, h], too_small=True,
+                              note=f"too small to judge: {w}x{h} px, the model needs at least {need} px per side")
+        fake = scores.p_fake >= self.threshold
+        generator, p_generator = "", None
+        if fake and len(self.labels) > 1:
+            gen_probs = scores.source_probs[1:]
+            best = int(np.argmax(gen_probs))
+            generator = self.labels[1 + best]
+            # Which generator, given that the image is AI-generated.
+            p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
+        return Prediction(
+            path=model_input.name,
+            p_fake=float(scores.p_fake),
+            verdict=FAKE_VERDICT if fake else REAL_VERDICT,
+            generator=generator,
+            p_generator=p_generator,
+            generator_probs={label: float(p) for label, p in zip(self.labels, scores.source_probs)},
+            crops=[{"box": list(b), "p_fake": float(p)} for b, p in zip(model_input.boxes, scores.crop_p_fake)],
+            image_size=[w, h],
+        )
+
+    def predict(self, images: Source | Iterable[Source], batch_size: int = 32, crops: int | None = None,
+                autocast: bool = False) -> list[Prediction]:
+        """Score paths, encoded bytes (or ``(name, bytes)`` pairs) or PIL images, one
+        :class:`Prediction` each; unreadable ones carry ``error``. ``crops`` overrides how many
+        native crops cover each image. For large folders use :func:`aigi.predict.detect`, which
+        decodes in parallel and streams."""
+        if _is_one_source(images):
+            images = [images]
+        self.eval()
+        items = list(images)
+        results: list[Prediction] = [Prediction(source_name(x, i)) for i, x in enumerate(items)]
+        pending: list[tuple[int, ModelInput]] = []
+
+        def flush() -> None:
+            for (i, x), scores in zip(pending, self.score_inputs([x for _, x in pending], batch_size, autocast)):
+                results[i] = self.make_prediction(x, scores)
+            pending.clear()
+
+        for i, item in enumerate(items):
+            try:
+                pending.append((i, load_input(item, self.preprocessing, crops=crops, name=results[i].path)))
+            except ImageDecodeError as e:
+                results[i].error = e.reason
+            if sum(x.n_crops for _, x in pending) >= batch_size:
+                flush()
+        flush()
+        return results
