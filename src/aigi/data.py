@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 SPLITS = ("train", "val", "test", "all")
 REAL = "real"
 # Pillow's own decompression-bomb limit (~89.5 megapixels); checked on the header, before decoding.
@@ -334,6 +334,41 @@ def read_bytes(sample: Sample, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 # ----------------------------------------------------------------------------- decoding
 
+_heif_lock = threading.Lock()
+_heif_registered: bool | None = None  # None: not tried yet
+
+
+def register_heif_opener() -> bool:
+    """Teach Pillow to open HEIC/HEIF (phone photos) with pillow-heif; True when it can.
+
+    Done once, on the first ISO-BMFF file met (see :func:`is_isobmff`), so that importing
+    aigi does not load libheif. AVIF needs no plugin here: Pillow (11.2+) decodes it itself.
+    """
+    global _heif_registered
+    with _heif_lock:
+        if _heif_registered is None:
+            try:
+                from pillow_heif import register_heif_opener as register
+            except ImportError:
+                _heif_registered = False
+            else:
+                register()
+                _heif_registered = True
+        return _heif_registered
+
+
+def is_isobmff(data: bytes) -> bool:
+    """HEIC, HEIF and AVIF files are ISO-BMFF boxes: a size, then ``ftyp``."""
+    return data[4:8] == b"ftyp"
+
+
+def open_encoded(data: bytes) -> Image.Image:
+    """``Image.open`` on encoded bytes, registering the HEIF opener first when they need it."""
+    if is_isobmff(data):
+        register_heif_opener()
+    return Image.open(io.BytesIO(data))
+
+
 
 def _high_bit_depth_to_8bit(im: Image.Image) -> Image.Image:
     """16-bit (I;16*) and 32-bit (I, F) greyscale -> 8-bit L, scaled rather than clipped."""
@@ -369,7 +404,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
                  min_size: int | None = None) -> Image.Image:
     """Bytes -> upright 8-bit RGB image, or :class:`ImageDecodeError` with a clear reason.
 
-    JPEG, PNG, WebP, GIF (first frame), BMP and TIFF; EXIF orientation applied; the declared
+    JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, AVIF and HEIC/HEIF (with pillow-heif);
+    EXIF orientation applied (HEIF's own rotation boxes are applied by libheif); the declared
     size is checked against ``max_pixels`` before any pixel is decoded.
 
     ``min_size``: the caller only needs both sides at least this large, so the image is
@@ -381,7 +417,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data))
+        im = open_encoded(data)
         width, height = im.size
         if width * height > max_pixels:
             raise ImageDecodeError(
@@ -403,6 +439,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(name, f"decompression bomb refused: {e}") from None
     except Image.UnidentifiedImageError:
+        if is_isobmff(data) and not register_heif_opener():
+            raise ImageDecodeError(name, "HEIC/HEIF image, but pillow-heif is not installed (pip install pillow-heif)") from None
         raise ImageDecodeError(name, "not an image Pillow can identify (wrong extension or corrupt header)") from None
     except OSError as e:
         raise ImageDecodeError(name, f"corrupt or truncated image: {e}") from None
@@ -436,10 +474,12 @@ __all__ = [
     "label_from_relpath",
     "load_dataset",
     "load_datasets",
+    "open_encoded",
     "open_image",
     "read_bytes",
     "reduction_factor",
     "read_image",
+    "register_heif_opener",
     "split_of",
     "to_rgb",
     "too_large",
