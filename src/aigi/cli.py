@@ -102,19 +102,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return 2
     if args.ray:
         return cmd_detect_ray(args, paths)
+    try:
+        writer = ResultWriter(args.out, overwrite=args.overwrite, fmt=args.format) if args.out else None
+    except ValueError as e:
+        sys.exit(f"aigi detect: {e}")
     detector = _load_detector(args.model, args.device, args.runtime, spinning=not sleeping)
-    writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out else None
     already = len(writer.done) if writer is not None else 0
     if already and not args.quiet:
         print(f"aigi: resuming {args.out}: {len(writer.done)} file(s) already scored are skipped", file=sys.stderr)
     n_scored = n_errors = n_fake = 0
     show_rows = writer is None or args.verbose
+    table = sys.stderr if args.out == "-" else sys.stdout  # with --out -, stdout carries the results only
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
     if not bar.disable:  # scoring starts at once; the bar gains a total (and an ETA) when counting ends
         _count_in_background(bar, paths, args.split, frozenset(writer.done) if writer is not None else frozenset())
     if show_rows and not args.quiet:
-        print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path")
+        print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path", file=table)
     pending = []
+    finished = False
     try:
         for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
                            autocast=_autocast(args, detector),
@@ -126,24 +131,25 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 n_fake += pred.verdict == "ai-generated"
             if show_rows and not args.quiet:
                 if pred.error:
-                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})")
+                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})", file=table)
                 else:
-                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}")
+                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}", file=table)
             bar.update(1)
             if writer is not None:
                 pending.append(pred)
                 if len(pending) >= args.batch_size:
                     writer.write(pending)
                     pending.clear()
+        finished = True
     finally:
         if writer is not None:
             writer.write(pending)
-            writer.close()
+            writer.close(complete=finished)  # an interrupted .json run writes no partial document
         bar.close()
     total = n_scored + n_errors
     if not args.quiet:
         print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real), "
-              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out else ""),
+              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out not in (None, "-") else ""),
               file=sys.stderr)
     if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
@@ -243,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
-    p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl; an existing file is resumed")
+    p.add_argument("--out", metavar="FILE", help="write one row per file to FILE.csv, FILE.jsonl or FILE.json, or JSON "
+                   "Lines to standard output with '-' (the summary then goes to stderr). An existing .csv or .jsonl "
+                   "is resumed (rows are flushed after every batch); .json is one document written at the end, "
+                   "atomically, and cannot resume")
+    p.add_argument("--format", choices=["csv", "jsonl", "json"], default=None,
+                   help="format of --out (default: from its extension; JSON Lines for '-')")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
     p.add_argument("--ray", action="store_true", help="score on a Ray cluster (Ray Data); --out is then a folder of shards")
