@@ -3,6 +3,7 @@
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split test] --out DIR
+    aigi audit DATA... [--split all] [--max-images N] [--out DIR]
     aigi export MODEL --format onnx --out model.onnx
     aigi serve [--model M] [--host 127.0.0.1] [--port 8000]
 """
@@ -203,6 +204,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- audit
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from .audit import audit_dataset, format_audit
+    from .data import load_datasets
+
+    try:
+        dataset = load_datasets(args.data, args.split)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"aigi audit: {e}")
+    report = audit_dataset(dataset, max_images=args.max_images, seed=args.seed)
+    text = format_audit(report)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (out / "audit.md").write_text(text + "\n", encoding="utf-8")
+        print(f"audit: {out / 'audit.md'}, {out / 'audit.json'}", file=sys.stderr)
+    if report["warning"]:
+        print(f"aigi audit: {report['warning']}", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -301,6 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("audit", help="check a dataset for format shortcuts",
+                         description="Per class and source: formats, sizes, JPEG quality, chroma subsampling and "
+                                     "metadata; then whether these file properties alone separate real from fake.")
+    p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: audited together)")
+    p.add_argument("--split", default="all", choices=SPLITS, help="public split to audit (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=None, help="audit a fixed random sample of N images (big datasets)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the classifier (default %(default)s)")
+    p.add_argument("--out", help="directory for audit.json and audit.md")
+    p.set_defaults(func=cmd_audit)
 
     p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
     p.add_argument("model", help="checkpoint directory or registered name")

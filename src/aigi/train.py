@@ -409,6 +409,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     train_set = load_datasets(cfg.data, cfg.split).subset(cfg.max_images, cfg.seed)
+    from .audit import warn_if_shortcut  # file properties that separate the classes: warn before training
+
+    shortcut_auc = warn_if_shortcut(train_set, seed=cfg.seed)
     max_val = cfg.max_val_images or (max(200, cfg.max_images // 4) if cfg.max_images else None)
     val_set = load_datasets(cfg.data, "val").subset(max_val, cfg.seed)
     if len(train_set) == 0:
@@ -503,7 +506,7 @@ def train(cfg: TrainConfig) -> Path:
     log.close()
     finish(out, cfg, train_set, val_set, {
         "trainable_parameters": trainable, "total_parameters": total, "steps": step, "best_epoch": best["epoch"],
-        "history": history, "decode_errors": n_errors})
+        "history": history, "decode_errors": n_errors, "shortcut_audit_auc": shortcut_auc})
     print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
     return out
 
