@@ -161,12 +161,20 @@ def _folds(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[list, str]:
         f"image ({k} stratified folds; a class has one source, so sources cannot be held out)")
 
 
-def _describe(name: str, x: np.ndarray, y: np.ndarray) -> str:
+def _describe(name: str, x: np.ndarray, y: np.ndarray, rows: list[dict]) -> str:
     real, fake = x[y == 0], x[y == 1]
+    family = {"format": "format", "chroma": "subsampling"}.get(name.split("=")[0])
+    if family:  # "format: fakes WEBP 100%; reals JPEG 100%" says more than one one-hot column
+        shares = [_cell(dict(Counter(r[family] for r, c in zip(rows, y) if c == k).most_common()), 2) for k in (1, 0)]
+        return f"{name.split('=')[0]}: fakes {shares[0]}; reals {shares[1]}"
     if set(np.unique(x)) <= {0.0, 1.0}:
         return f"{name}: {100 * fake.mean():.0f}% of fakes, {100 * real.mean():.0f}% of reals"
     def common(v: np.ndarray) -> str:
-        shown = lambda x: "not JPEG" if name == "JPEG quality" and x == 0 else f"{x:.4g}"  # noqa: E731
+        def shown(x: float) -> str:
+            if name == "JPEG quality" and x == 0:
+                return "not JPEG"
+            return f"{int(x):,}" if float(x).is_integer() else f"{x:.3g}"
+
         return ", ".join(f"{shown(x)} ({100 * c / len(v):.0f}%)" for x, c in Counter(v.tolist()).most_common(2))
 
     return f"{name}: fakes {common(fake)}; reals {common(real)}"
@@ -191,7 +199,7 @@ def shortcut_classifier(rows: list[dict], y: np.ndarray, groups: np.ndarray, see
         if np.ptp(x[:, j]) == 0:
             continue
         auc = float(roc_auc_score(y, x[:, j]))
-        separating.append({"property": name, "auc": round(max(auc, 1 - auc), 4), "detail": _describe(name, x[:, j], y)})
+        separating.append({"property": name, "auc": round(max(auc, 1 - auc), 4), "detail": _describe(name, x[:, j], y, rows)})
     separating.sort(key=lambda s: -s["auc"])
     # One line per property: format=WEBP and format=JPEG say the same thing twice.
     seen: set[str] = set()

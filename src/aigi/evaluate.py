@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -539,7 +540,8 @@ def _plot_reliability(metrics: dict, path: Path, title: str) -> str | None:
         ax.set_ylim(-0.04, 1.04)
         ax.set_xlabel("mean p_fake in bin (numbers: images in the bin)")
         ax.set_ylabel("observed fraction of fakes")
-        ax.set_title(f"{title}: reliability" + (f" (ECE {ece:.4f})" if ece is not None else ""), fontsize=10)
+        heading = f"{title}: reliability" + (f" (ECE {ece:.4f})" if ece is not None else "")
+        ax.set_title(textwrap.fill(heading, 60), fontsize=9)  # long dataset names: wrap, do not cut
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
