@@ -7,28 +7,13 @@ import csv
 import json
 
 import pytest
-import torch
 
 from aigi import predict
 from aigi.cli import main
-from aigi.model import Detector, Prediction
+from aigi.model import Prediction
 from aigi.predict import RESULT_FIELDS, ResultWriter, result_format
-from synthetic import make_dataset
 
 ROWS = [Prediction("a.png", 0.9, "ai-generated", "genA", 0.8), Prediction("b.jpg", error="corrupt")]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return Detector.from_backbone("tiny-clip", ["genA"]).save_pretrained(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = make_dataset(tmp_path / "imgs", n_per_class=2)
-    (folder / "real" / "empty.png").write_bytes(b"")
-    return folder
 
 
 def test_result_format_from_name_or_flag():
@@ -95,18 +80,18 @@ def test_detect_out_dash_writes_json_lines_to_stdout_and_the_summary_to_stderr(m
     assert main(["detect", str(images), "--model", str(model_dir), "--out", "-", "-v"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines and nothing else
-    assert len(rows) == 5 and tuple(rows[0]) == RESULT_FIELDS
+    assert len(rows) == 7 and tuple(rows[0]) == RESULT_FIELDS
     assert any(r["error"] for r in rows)
-    assert "5 file(s): 4 scored" in err and "verdict" in err  # -v's table went to stderr
+    assert "7 file(s): 6 scored" in err and "verdict" in err  # -v's table went to stderr
 
 
 def test_detect_json_and_explicit_format(model_dir, images, tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 0
-    assert len(json.loads(out.read_text())) == 5
+    assert len(json.loads(out.read_text())) == 7
     txt = tmp_path / "r.txt"
     assert main(["detect", str(images), "--model", str(model_dir), "--out", str(txt), "--format", "csv", "-q"]) == 0
-    assert len(list(csv.DictReader(txt.open()))) == 5
+    assert len(list(csv.DictReader(txt.open()))) == 7
     with pytest.raises(SystemExit, match="--format"):
         main(["detect", str(images), "--model", str(model_dir), "--out", str(tmp_path / "r.txt2")])
 

@@ -483,6 +483,14 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _save_figure(fig, ax, path: Path, legend_loc: str) -> None:
+    """The common end of every plot: legend, grid, tight layout, write."""
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def _plot_roc(metrics: dict, path: Path, title: str) -> str | None:
     """Draw roc.png; returns a note instead when the curve is undefined."""
     roc = metrics.get("roc_curve")
@@ -506,10 +514,7 @@ def _plot_roc(metrics: dict, path: Path, title: str) -> str | None:
         ax.set_xlabel("false positive rate (reals called AI-generated)")
         ax.set_ylabel("true positive rate (fakes caught)")
         ax.set_title(f"{title}: ROC", fontsize=10)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
+        _save_figure(fig, ax, path, "lower right")
     finally:
         plt.close(fig)
     return None
@@ -542,10 +547,7 @@ def _plot_reliability(metrics: dict, path: Path, title: str) -> str | None:
         ax.set_ylabel("observed fraction of fakes")
         heading = f"{title}: reliability" + (f" (ECE {ece:.4f})" if ece is not None else "")
         ax.set_title(textwrap.fill(heading, 60), fontsize=9)  # long dataset names: wrap, do not cut
-        ax.legend(loc="upper left", fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
+        _save_figure(fig, ax, path, "upper left")
     finally:
         plt.close(fig)
     return None

@@ -192,15 +192,14 @@ class ResultWriter:
         self.done: set[str] = set()
         self._rows: list[dict] = []  # the .json document, written at close
         self._closed = False
+        keep = 0
+        if self.path != STDOUT:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         if self.path == STDOUT:
             self._file: IO[str] | None = sys.stdout
-            keep = 0
         elif self.format == "json":
-            self._file = None
-            keep = 0
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._file = None  # written whole at close
         else:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             existing = "" if overwrite or not os.path.exists(self.path) else self._read()
             keep = _complete_prefix(existing, self.format)
             # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
