@@ -470,6 +470,7 @@ __all__ = [
     "ImageDecodeError",
     "Sample",
     "decode_image",
+    "is_isobmff",
     "iter_inputs",
     "label_from_relpath",
     "load_dataset",
