@@ -738,10 +738,12 @@ def render_section(data: dict) -> str:
 
 
 def update_markdown(path: Path, section: str) -> None:
-    """Replace the ``## Throughput`` section of ``path`` (up to the next ``## `` heading), keeping the rest."""
+    """Replace the section of ``path`` that has ``section``'s own ``## `` heading (up to the next
+    ``## `` heading), keeping the rest; append it when absent."""
+    title = section.splitlines()[0].rstrip()
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == SECTION), None)
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == title), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:

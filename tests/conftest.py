@@ -51,3 +51,24 @@ def layout_dir(tmp_path):
 @pytest.fixture
 def layout_images():
     return dict(LAYOUT_IMAGES)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny-clip detector (random weights, one generator): fast to load and score."""
+    import torch
+
+    from aigi.model import Detector
+
+    torch.manual_seed(0)
+    return Detector.from_backbone("tiny-clip", ["genA"]).save_pretrained(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A folder of 3 real and 3 fake synthetic PNGs plus one empty (unreadable) file."""
+    from synthetic import make_dataset
+
+    folder = make_dataset(tmp_path / "imgs", n_per_class=3)
+    (folder / "real" / "empty.png").write_bytes(b"")
+    return folder

@@ -5,24 +5,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from aigi.cli import build_parser, main, prepare_threads
-from aigi.model import Detector
 from synthetic import make_dataset
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return Detector.from_backbone("tiny-clip", ["genA"]).save_pretrained(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = make_dataset(tmp_path / "imgs", n_per_class=3)
-    (folder / "real" / "empty.png").write_bytes(b"")
-    return folder
 
 
 def test_help_lists_every_verb():

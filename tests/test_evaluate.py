@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.evaluate import compute_metrics, evaluate, expected_calibration_error, write_report
+from aigi.evaluate import (
+    compute_metrics,
+    evaluate,
+    expected_calibration_error,
+    fit_calibration,
+    min_reals_for_fpr,
+    reliability_bins,
+    wilson_interval,
+    write_report,
+)
 
 LABELS = ["real", "genA", "genB"]
 
@@ -44,7 +53,9 @@ def test_perfect_classifier():
     assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
     assert m["real_accuracy"] == 1.0 and m["fake_accuracy"] == 1.0
     assert m["auc"] == 1.0 and m["ap"] == 1.0
-    assert m["tpr_at_fpr"] == {"0.01": 1.0, "0.05": 1.0, "0.1": 1.0}
+    # Two reals cannot measure a 1%, 5% or 10% false-positive rate: undefined, with a note.
+    assert m["tpr_at_fpr"] == {"0.01": None, "0.05": None, "0.1": None}
+    assert "needs at least 100 real images" in m["tpr_at_fpr_notes"]["0.01"]
     assert m["per_generator"]["genA"] == {"n": 2, "recall": 1.0, "mean_p_fake": pytest.approx(0.85)}
     assert m["per_generator"]["real"]["false_positive_rate"] == 0.0
     att = m["attribution"]
@@ -141,7 +152,7 @@ def test_write_report_files(tmp_path):
     report = write_report(m, tmp_path / "out", predictions=preds, title="test run")
     out = tmp_path / "out"
     assert report == out / "report.md"
-    for name in ("metrics.json", "roc.png", "confusion.png", "predictions.csv", "report.md"):
+    for name in ("metrics.json", "roc.png", "reliability.png", "confusion.png", "predictions.csv", "report.md"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert not list(out.glob("*.tmp*"))
     text = (out / "metrics.json").read_text()
@@ -229,3 +240,88 @@ def test_evaluate_needs_labels(tiny_dataset):
     d = Detector.from_backbone("tiny-clip", ["genA"])
     with pytest.raises(ValueError, match="label"):
         evaluate(d, [Sample(str(tiny_dataset / "real" / "r0.png"))], progress=False)
+
+
+# ----------------------------------------------------------------------------- uncertainty and calibration
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(16, 16)
+    assert low == pytest.approx(0.8063, abs=1e-4) and high == 1.0  # "100%" of 16 is at least 80.6%
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    low, high = wilson_interval(50, 100)
+    assert (low, high) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+    assert wilson_interval(0, 0) is None
+    assert [min_reals_for_fpr(t) for t in (0.01, 0.05, 0.1)] == [100, 20, 10]
+
+
+def test_tpr_at_fpr_needs_enough_reals():
+    """16 reals, perfectly separated: the old report claimed "100% at 1% FPR"; now only the
+    10% operating point (>= 10 reals) is measured, with an interval on its fakes."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 16 + [1] * 40)
+    p = np.where(y == 1, rng.uniform(0.6, 1, len(y)), rng.uniform(0, 0.4, len(y)))
+    gens = ["real"] * 16 + ["genA"] * 40
+    m = compute_metrics(y, p, gens, onehot(gens), LABELS, 0.5)
+    assert m["tpr_at_fpr"] == {"0.01": None, "0.05": None, "0.1": 1.0}
+    assert "has 16" in m["tpr_at_fpr_notes"]["0.01"] and "needs at least 20" in m["tpr_at_fpr_notes"]["0.05"]
+    iv = m["intervals"]
+    assert iv["real_accuracy"]["n"] == 16 and iv["real_accuracy"]["ci95"][0] == pytest.approx(0.8063, abs=1e-4)
+    assert iv["fake_accuracy"]["n"] == 40 and iv["accuracy"]["n"] == 56
+    assert iv["fpr"]["value"] == 0.0 and iv["fpr"]["ci95"][1] == pytest.approx(0.1937, abs=1e-4)
+    assert iv["tpr_at_fpr"]["0.01"] is None and iv["tpr_at_fpr"]["0.1"]["n"] == 40
+    assert m["fpr"] == 0.0
+    json.dumps(m, allow_nan=False)
+
+
+def test_reliability_bins_match_ece():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 1, 500)
+    y = (rng.uniform(0, 1, 500) < p).astype(int)
+    bins = reliability_bins(y, p)
+    assert sum(b["n"] for b in bins) == 500
+    ece = sum(b["n"] / 500 * abs(b["fraction_fake"] - b["mean_p_fake"]) for b in bins)
+    assert ece == pytest.approx(expected_calibration_error(y, p))
+    assert all(b["low"] <= b["mean_p_fake"] <= b["high"] for b in bins)
+
+
+def test_report_shows_intervals_reliability_and_undefined_tpr(tmp_path):
+    m = _some_metrics()  # 30 reals: enough for 5% and 10% FPR (20, 10), not for 1% (100)
+    assert m["tpr_at_fpr"]["0.01"] is None and m["tpr_at_fpr"]["0.05"] is not None
+    md = write_report(m, tmp_path).read_text()
+    assert "## Rates with 95% confidence intervals" in md and "| 30 reals |" in md
+    assert "undefined" in md and "needs at least 100 real images" in md
+    assert "](reliability.png)" in md and "## Calibration" in md
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    loaded = json.loads((tmp_path / "metrics.json").read_text())
+    assert loaded["tpr_at_fpr"]["0.01"] is None and loaded["reliability"] and loaded["intervals"]["accuracy"]["ci95"]
+
+
+def test_fit_calibration_finds_the_overconfidence():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 1.5, 2000)
+    y = (rng.uniform(size=2000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    logits = 4.0 * true_logit  # an overconfident detector
+    out = fit_calibration(logits, y)
+    assert out["n"] == 2000 and out["n_folds"] == 5 and set(out["methods"]) == {"none", "temperature", "isotonic"}
+    none, temp, iso = (out["methods"][k] for k in ("none", "temperature", "isotonic"))
+    assert temp["temperature"] == pytest.approx(4.0, rel=0.15)
+    assert temp["log_loss"] < none["log_loss"] and temp["ece"] < none["ece"]
+    assert iso["log_loss"] < none["log_loss"]
+    assert out["best"] in ("temperature", "isotonic") and out["criterion"] == "log_loss"
+    # The isotonic map is returned as breakpoints to apply with numpy.interp.
+    q = np.interp(logits, iso["x"], iso["y"])
+    assert ((0 <= q) & (q <= 1)).all() and len(iso["x"]) == len(iso["y"])
+    # Probabilities and logits are the same scores.
+    same = fit_calibration(1 / (1 + np.exp(-logits)), y)
+    assert same["methods"]["temperature"]["temperature"] == pytest.approx(temp["temperature"], rel=0.02)
+    json.dumps(out, allow_nan=False)
+
+
+def test_fit_calibration_needs_both_classes():
+    with pytest.raises(ValueError, match="at least 2 images of each class"):
+        fit_calibration([0.1, 0.9, 0.8], [0, 1, 1])
+    with pytest.raises(ValueError, match="length"):
+        fit_calibration([0.1, 0.9], [0, 1, 1])
+    small = fit_calibration([0.1, 0.2, 0.8, 0.9, 0.7], [0, 0, 1, 1, 1])
+    assert small["n_folds"] == 2

@@ -3,6 +3,7 @@
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split test] --out DIR
+    aigi audit DATA... [--split all] [--max-images N] [--out DIR]
     aigi export MODEL --format onnx --out model.onnx
     aigi serve [--model M] [--host 127.0.0.1] [--port 8000]
 """
@@ -105,19 +106,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return 2
     if args.ray:
         return cmd_detect_ray(args, paths)
+    try:
+        writer = ResultWriter(args.out, overwrite=args.overwrite, fmt=args.format) if args.out else None
+    except ValueError as e:
+        sys.exit(f"aigi detect: {e}")
     detector = _load_detector(args.model, args.device, args.runtime, spinning=not sleeping)
-    writer = ResultWriter(args.out, overwrite=args.overwrite) if args.out else None
     already = len(writer.done) if writer is not None else 0
     if already and not args.quiet:
         print(f"aigi: resuming {args.out}: {len(writer.done)} file(s) already scored are skipped", file=sys.stderr)
     n_scored = n_errors = n_fake = n_small = 0
     show_rows = writer is None or args.verbose
+    table = sys.stderr if args.out == "-" else sys.stdout  # with --out -, stdout carries the results only
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
     if not bar.disable:  # scoring starts at once; the bar gains a total (and an ETA) when counting ends
         _count_in_background(bar, paths, args.split, frozenset(writer.done) if writer is not None else frozenset())
     if show_rows and not args.quiet:
-        print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path")
+        print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path", file=table)
     pending = []
+    finished = False
     try:
         for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
                            autocast=_autocast(args, detector), crops=args.crops,
@@ -131,27 +137,28 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 n_fake += pred.verdict == "ai-generated"
             if show_rows and not args.quiet:
                 if pred.error:
-                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})")
+                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})", file=table)
                 elif pred.p_fake is None:
-                    print(f"{pred.verdict:<13} {'':>7}  {'-':<18} {pred.path}  ({pred.note})")
+                    print(f"{pred.verdict:<13} {'':>7}  {'-':<18} {pred.path}  ({pred.note})", file=table)
                 else:
-                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}")
+                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}", file=table)
             bar.update(1)
             if writer is not None:
                 pending.append(pred)
                 if len(pending) >= args.batch_size:
                     writer.write(pending)
                     pending.clear()
+        finished = True
     finally:
         if writer is not None:
             writer.write(pending)
-            writer.close()
+            writer.close(complete=finished)  # an interrupted .json run writes no partial document
         bar.close()
     total = n_scored + n_errors + n_small
     if not args.quiet:
         small = f", {n_small} too small to judge" if n_small else ""
         print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real){small}, "
-              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out else ""),
+              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out not in (None, "-") else ""),
               file=sys.stderr)
     if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
@@ -203,6 +210,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
           f"AUC {fmt(metrics['auc'])}, AP {fmt(metrics['ap'])}")
     print(f"report: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- audit
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from .audit import audit_dataset, format_audit
+    from .data import load_datasets
+
+    try:
+        dataset = load_datasets(args.data, args.split)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"aigi audit: {e}")
+    report = audit_dataset(dataset, max_images=args.max_images, seed=args.seed)
+    text = format_audit(report)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (out / "audit.md").write_text(text + "\n", encoding="utf-8")
+        print(f"audit: {out / 'audit.md'}, {out / 'audit.json'}", file=sys.stderr)
+    if report["warning"]:
+        print(f"aigi audit: {report['warning']}", file=sys.stderr)
     return 0
 
 
@@ -274,7 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
-    p.add_argument("--out", help="write one row per file to FILE.csv or FILE.jsonl; an existing file is resumed")
+    p.add_argument("--out", metavar="FILE", help="write one row per file to FILE.csv, FILE.jsonl or FILE.json, or JSON "
+                   "Lines to standard output with '-' (the summary then goes to stderr). An existing .csv or .jsonl "
+                   "is resumed (rows are flushed after every batch); .json is one document written at the end, "
+                   "atomically, and cannot resume")
+    p.add_argument("--format", choices=["csv", "jsonl", "json"], default=None,
+                   help="format of --out (default: from its extension; JSON Lines for '-')")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
     p.add_argument("--ray", action="store_true", help="score on a Ray cluster (Ray Data); --out is then a folder of shards")
@@ -348,6 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     q.add_argument("-q", "--quiet", action="store_true")
     q.set_defaults(func=cmd_synth_aligned)
+
+    p = verbs.add_parser("audit", help="check a dataset for format shortcuts",
+                         description="Per class and source: formats, sizes, JPEG quality, chroma subsampling and "
+                                     "metadata; then whether these file properties alone separate real from fake.")
+    p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: audited together)")
+    p.add_argument("--split", default="all", choices=SPLITS, help="public split to audit (default %(default)s)")
+    p.add_argument("--max-images", type=int, default=None, help="audit a fixed random sample of N images (big datasets)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the classifier (default %(default)s)")
+    p.add_argument("--out", help="directory for audit.json and audit.md")
+    p.set_defaults(func=cmd_audit)
 
     p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
     p.add_argument("model", help="checkpoint directory or registered name")

@@ -22,10 +22,11 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 SPLITS = ("train", "val", "test", "all")
 REAL = "real"
-PAIRED_MARKER = "aigi-dataset.json"  # a dataset root file; {"paired": true} keeps pairs in one split
+PAIRED_MARKER = "aigi-dataset.json"
+ARCHIVE_SEPARATOR = "::"  # "archive.zip::member": how results and manifests name a zip member  # a dataset root file; {"paired": true} keeps pairs in one split
 # Pillow's own decompression-bomb limit (~89.5 megapixels); checked on the header, before decoding.
 MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Files larger than this are refused before reading: no real photo needs 256 MB of encoded bytes.
@@ -131,7 +132,7 @@ class Sample:
     @property
     def display(self) -> str:
         """The name shown to users and written to result files."""
-        return f"{self.archive}::{self.path}" if self.archive else self.path
+        return f"{self.archive}{ARCHIVE_SEPARATOR}{self.path}" if self.archive else self.path
 
 
 def label_from_relpath(relpath: str) -> tuple[int, str] | None:
@@ -223,6 +224,7 @@ def _parse_label(value: str, where: str) -> int:
 
 def _read_manifest(csv_path: str) -> Iterator[Sample]:
     base = os.path.dirname(os.path.abspath(csv_path))
+    paired: dict[str, bool] = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
@@ -231,6 +233,15 @@ def _read_manifest(csv_path: str) -> Iterator[Sample]:
             rel = (row["path"] or "").strip()
             label = _parse_label(row["label"] or "", f"{csv_path}:{lineno}")  # None: short row
             generator = (row.get("generator") or "").strip() or (REAL if label == 0 else "fake")
+            if ARCHIVE_SEPARATOR in rel:  # a zip member: "archive.zip::member/path.jpg"
+                archive, member = rel.split(ARCHIVE_SEPARATOR, 1)
+                archive = archive if os.path.isabs(archive) else os.path.join(base, archive)
+                # The member's own path is what the split rule hashes, as if the zip were read whole.
+                if archive not in paired:
+                    paired[archive] = is_paired(archive)
+                yield Sample(path=member, relpath=member, label=label, generator=generator, archive=archive,
+                             paired=paired[archive])
+                continue
             full = rel if os.path.isabs(rel) else os.path.join(base, rel)
             yield Sample(path=full, relpath=rel, label=label, generator=generator)
 
@@ -380,6 +391,41 @@ def read_bytes(sample: Sample, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 # ----------------------------------------------------------------------------- decoding
 
+_heif_lock = threading.Lock()
+_heif_registered: bool | None = None  # None: not tried yet
+
+
+def register_heif_opener() -> bool:
+    """Teach Pillow to open HEIC/HEIF (phone photos) with pillow-heif; True when it can.
+
+    Done once, on the first ISO-BMFF file met (see :func:`is_isobmff`), so that importing
+    aigi does not load libheif. AVIF needs no plugin here: Pillow (11.2+) decodes it itself.
+    """
+    global _heif_registered
+    with _heif_lock:
+        if _heif_registered is None:
+            try:
+                from pillow_heif import register_heif_opener as register
+            except ImportError:
+                _heif_registered = False
+            else:
+                register()
+                _heif_registered = True
+        return _heif_registered
+
+
+def is_isobmff(data: bytes) -> bool:
+    """HEIC, HEIF and AVIF files are ISO-BMFF boxes: a size, then ``ftyp``."""
+    return data[4:8] == b"ftyp"
+
+
+def open_encoded(data: bytes) -> Image.Image:
+    """``Image.open`` on encoded bytes, registering the HEIF opener first when they need it."""
+    if is_isobmff(data):
+        register_heif_opener()
+    return Image.open(io.BytesIO(data))
+
+
 
 def _high_bit_depth_to_8bit(im: Image.Image) -> Image.Image:
     """16-bit (I;16*) and 32-bit (I, F) greyscale -> 8-bit L, scaled rather than clipped."""
@@ -415,7 +461,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
                  min_size: int | None = None) -> Image.Image:
     """Bytes -> upright 8-bit RGB image, or :class:`ImageDecodeError` with a clear reason.
 
-    JPEG, PNG, WebP, GIF (first frame), BMP and TIFF; EXIF orientation applied; the declared
+    JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, AVIF and HEIC/HEIF (with pillow-heif);
+    EXIF orientation applied (HEIF's own rotation boxes are applied by libheif); the declared
     size is checked against ``max_pixels`` before any pixel is decoded.
 
     ``min_size``: the caller only needs both sides at least this large, so the image is
@@ -427,7 +474,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
     if not data:
         raise ImageDecodeError(name, "empty file (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data))
+        im = open_encoded(data)
         width, height = im.size
         if width * height > max_pixels:
             raise ImageDecodeError(
@@ -449,6 +496,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(name, f"decompression bomb refused: {e}") from None
     except Image.UnidentifiedImageError:
+        if is_isobmff(data) and not register_heif_opener():
+            raise ImageDecodeError(name, "HEIC/HEIF image, but pillow-heif is not installed (pip install pillow-heif)") from None
         raise ImageDecodeError(name, "not an image Pillow can identify (wrong extension or corrupt header)") from None
     except OSError as e:
         raise ImageDecodeError(name, f"corrupt or truncated image: {e}") from None
@@ -471,15 +520,18 @@ __all__ = [
     "ImageDecodeError",
     "Sample",
     "decode_image",
+    "is_isobmff",
     "iter_inputs",
     "label_from_relpath",
     "load_dataset",
     "load_datasets",
-    "read_bytes",
-    "reduction_factor",
-    "read_image",
     "is_paired",
+    "open_encoded",
     "pair_key",
+    "read_bytes",
+    "read_image",
+    "reduction_factor",
+    "register_heif_opener",
     "split_of",
     "to_rgb",
     "too_large",

@@ -3,8 +3,11 @@
 ``evaluate(detector, dataset)`` scores every sample (reusing the streaming, parallel
 decoding of :func:`aigi.predict.score_samples`), and :func:`compute_metrics` turns the
 scores into one JSON-ready dict. :func:`write_report` writes that dict as ``metrics.json``
-plus a ROC curve, an attribution confusion matrix, the per-file predictions and a
-Markdown summary.
+plus a ROC curve, a reliability diagram, an attribution confusion matrix, the per-file
+predictions and a Markdown summary. Every rate carries the number of images it rests on and
+a 95% Wilson interval, and a TPR "at 1% FPR" is undefined (null, with a note) until there
+are enough reals to measure a 1% false-positive rate at all. :func:`fit_calibration`
+compares temperature scaling and isotonic regression on held-out scores.
 
 Every metric that cannot be defined on the data at hand (AUC with one class, the accuracy
 on reals when there are none, ...) is ``None`` -- JSON ``null`` -- never NaN: NaN is not
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -83,6 +87,53 @@ def expected_calibration_error(labels: np.ndarray, p_fake: np.ndarray, n_bins: i
         if in_bin.any():
             ece += in_bin.mean() * abs(labels[in_bin].mean() - p[in_bin].mean())
     return float(ece)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The Wilson score interval (95% by default) for ``k`` successes in ``n`` trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is honest at 0/n and n/n:
+    16 of 16 reals correct gives [0.806, 1.0], not "100%". None when ``n`` is 0.
+    """
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _rate(k: int, n: int) -> dict:
+    """A rate with the number of images it rests on and its 95% Wilson interval."""
+    ci = wilson_interval(k, n)
+    return {"value": k / n if n else None, "k": int(k), "n": int(n),
+            "ci95": None if ci is None else [round(ci[0], 6), round(ci[1], 6)]}
+
+
+def min_reals_for_fpr(target: float) -> int:
+    """Reals needed before a TPR "at FPR <= target" means anything: one false alarm among
+    fewer than 1/target reals already exceeds the target, so the operating point is not
+    measurable below that count."""
+    return math.ceil(1 / target - 1e-9)
+
+
+def reliability_bins(labels: np.ndarray, p_fake: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
+    """Equal-width bins of ``p_fake`` (those holding images): count, mean p_fake, fraction of fakes.
+    The same bins as :func:`expected_calibration_error`; the data of reliability.png."""
+    labels = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(p_fake, dtype=np.float64)
+    finite = np.isfinite(p)  # a NaN score has no bin (and makes the ECE null)
+    labels, p = labels[finite], p[finite]
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        sel = idx == b
+        if sel.any():
+            bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(sel.sum()),
+                         "mean_p_fake": float(p[sel].mean()), "fraction_fake": float(labels[sel].mean())})
+    return bins
 
 
 def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, target: float | np.ndarray) -> np.ndarray:
@@ -166,8 +217,11 @@ def compute_metrics(
         "fake_accuracy": None,
         "auc": None,
         "ap": None,
+        "fpr": None,
         "tpr_at_fpr": {str(t): None for t in FPR_TARGETS},
+        "tpr_at_fpr_notes": {},
         "ece": expected_calibration_error(y, p),
+        "reliability": reliability_bins(y, p),
         "roc_curve": None,
     }
     if n:
@@ -179,14 +233,22 @@ def compute_metrics(
             metrics["balanced_accuracy"] = _float(balanced_accuracy_score(y, pred))
     if is_real.any():  # specificity: reals correctly called real
         metrics["real_accuracy"] = float(recall_score(y, pred, pos_label=0, labels=[0, 1], zero_division=0))
+        metrics["fpr"] = 1.0 - metrics["real_accuracy"]
     if is_fake.any():  # recall on fakes
         metrics["fake_accuracy"] = float(recall_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
     if both_classes:  # ranking metrics need both classes; with one they are undefined (None)
         metrics["auc"] = _float(roc_auc_score(y, p))
         metrics["ap"] = _float(average_precision_score(y, p))
         fpr, tpr, _ = roc_curve(y, p)
-        metrics["tpr_at_fpr"] = {str(t): float(_tpr_at(fpr, tpr, t)) for t in FPR_TARGETS}
+        n_real = int(is_real.sum())
+        for t in FPR_TARGETS:
+            if n_real >= min_reals_for_fpr(t):
+                metrics["tpr_at_fpr"][str(t)] = float(_tpr_at(fpr, tpr, t))
+            else:  # with 16 reals, "TPR at 1% FPR" would be the TPR at 0 false alarms out of 16
+                metrics["tpr_at_fpr_notes"][str(t)] = (f"undefined: needs at least {min_reals_for_fpr(t)} real images "
+                                                       f"to measure a {t:.0%} false-positive rate, has {n_real}")
         metrics["roc_curve"] = _compact_roc(fpr, tpr)
+    metrics["intervals"] = _intervals(y, pred, metrics["tpr_at_fpr"])
 
     # Per source. Reals are grouped by label (whatever a manifest calls their source) and fakes by
     # generator name, so that a fake mislabelled "real" in a manifest cannot merge into the reals.
@@ -208,6 +270,22 @@ def compute_metrics(
     metrics["per_generator"] = per_generator
     metrics["attribution"] = _attribution(true_source, probs, label_names, accuracy_score, f1_score, confusion_matrix)
     return _clean(metrics)
+
+
+def _intervals(y: np.ndarray, pred: np.ndarray, tpr_at_fpr: dict) -> dict:
+    """Every headline rate with its count, its denominator and a 95% Wilson interval."""
+    real, fake = y == 0, y == 1
+    out = {
+        "accuracy": _rate(int((pred == y).sum()), len(y)),
+        "real_accuracy": _rate(int((pred[real] == 0).sum()), int(real.sum())),
+        "fake_accuracy": _rate(int((pred[fake] == 1).sum()), int(fake.sum())),
+        "fpr": _rate(int((pred[real] == 1).sum()), int(real.sum())),
+        # Conditional on the threshold picked on these same images: the interval covers the
+        # fakes' sampling only, not the choice of threshold.
+        "tpr_at_fpr": {t: _rate(round(v * int(fake.sum())), int(fake.sum())) if v is not None else None
+                       for t, v in tpr_at_fpr.items()},
+    }
+    return {k: v for k, v in out.items() if k == "tpr_at_fpr" or v["n"]}
 
 
 def _attribution(true_source: np.ndarray, probs: np.ndarray, label_names: list[str], accuracy_score, f1_score, confusion_matrix) -> dict:
@@ -235,6 +313,82 @@ def _attribution(true_source: np.ndarray, probs: np.ndarray, label_names: list[s
     result["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
     result["confusion"] = confusion_matrix(y_true, y_pred, labels=label_names).tolist()
     return result
+
+
+# ----------------------------------------------------------------------------- calibration
+
+_EPS = 1e-6
+
+
+def _log_loss(y: np.ndarray, q: np.ndarray) -> float:
+    q = np.clip(q, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _as_logits(scores: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> logits; anything outside [0, 1] is taken to be logits already."""
+    if scores.size and (scores.min() < 0 or scores.max() > 1):
+        return scores
+    q = np.clip(scores, _EPS, 1 - _EPS)
+    return np.log(q / (1 - q))
+
+
+def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    # Minimise log-loss over log T: T stays positive and the search is one-dimensional.
+    res = minimize_scalar(lambda log_t: _log_loss(y, 1 / (1 + np.exp(-logits / np.exp(log_t)))),
+                          bounds=(math.log(0.01), math.log(100.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def _fit_isotonic(logits: np.ndarray, y: np.ndarray):
+    from sklearn.isotonic import IsotonicRegression
+
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(logits, y)
+
+
+def fit_calibration(p_or_logits: np.ndarray | Sequence[float], y: np.ndarray | Sequence[int],
+                    n_splits: int = 5, seed: int = 0) -> dict:
+    """Fit and compare calibration maps on held-out scores; no model needed.
+
+    ``p_or_logits``: the detector's scores on labelled images it did not train on (p_fake in
+    [0, 1], or raw logits); ``y``: 0 real / 1 fake. Each method -- ``none`` (the scores as
+    they are), ``temperature`` (sigmoid(logit / T), one parameter) and ``isotonic`` (a
+    monotone step function, scikit-learn) -- is fitted on k-1 folds and measured on the
+    held-out fold (stratified k-fold, pooled), so a flexible method cannot win by memorising.
+    Returns ``{"n", "n_folds", "methods": {name: {"ece", "log_loss", ...}}, "best"}``, with
+    ``best`` the method of lowest cross-validated log-loss (a proper scoring rule; ECE alone
+    rewards predicting the base rate), and each method fitted once more on all the data:
+    ``temperature`` as ``T``, ``isotonic`` as breakpoints ``x`` (logits) and ``y`` (p_fake) to
+    apply with ``numpy.interp``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    logits = _as_logits(np.asarray(p_or_logits, dtype=np.float64).reshape(-1))
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if len(y) != len(logits):
+        raise ValueError(f"length mismatch: {len(logits)} scores, {len(y)} labels")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    smallest = int(min((y == 0).sum(), (y == 1).sum()))
+    if smallest < 2:
+        raise ValueError(f"calibration needs at least 2 images of each class, has {int((y == 0).sum())} real "
+                         f"and {int((y == 1).sum())} fake")
+    k = min(n_splits, smallest)
+    held_out = {name: np.zeros_like(y) for name in ("none", "temperature", "isotonic")}
+    for train_idx, test_idx in StratifiedKFold(k, shuffle=True, random_state=seed).split(logits, y):
+        lt, yt, lv = logits[train_idx], y[train_idx], logits[test_idx]
+        held_out["none"][test_idx] = 1 / (1 + np.exp(-lv))
+        held_out["temperature"][test_idx] = 1 / (1 + np.exp(-lv / _fit_temperature(lt, yt)))
+        held_out["isotonic"][test_idx] = _fit_isotonic(lt, yt).predict(lv)
+    methods = {name: {"ece": expected_calibration_error(y, q), "log_loss": _log_loss(y, q)} for name, q in held_out.items()}
+    methods["temperature"]["temperature"] = _fit_temperature(logits, y)
+    iso = _fit_isotonic(logits, y)
+    methods["isotonic"]["x"] = iso.X_thresholds_.tolist()
+    methods["isotonic"]["y"] = iso.y_thresholds_.tolist()
+    best = min(methods, key=lambda m: (methods[m]["log_loss"], methods[m]["ece"]))
+    return _clean({"n": int(len(y)), "n_folds": k, "methods": methods, "best": best, "criterion": "log_loss"})
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -330,6 +484,14 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _save_figure(fig, ax, path: Path, legend_loc: str) -> None:
+    """The common end of every plot: legend, grid, tight layout, write."""
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def _plot_roc(metrics: dict, path: Path, title: str) -> str | None:
     """Draw roc.png; returns a note instead when the curve is undefined."""
     roc = metrics.get("roc_curve")
@@ -353,10 +515,40 @@ def _plot_roc(metrics: dict, path: Path, title: str) -> str | None:
         ax.set_xlabel("false positive rate (reals called AI-generated)")
         ax.set_ylabel("true positive rate (fakes caught)")
         ax.set_title(f"{title}: ROC", fontsize=10)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
+        _save_figure(fig, ax, path, "lower right")
+    finally:
+        plt.close(fig)
+    return None
+
+
+def _plot_reliability(metrics: dict, path: Path, title: str) -> str | None:
+    """Draw reliability.png: observed fraction of fakes against mean p_fake per bin, counts shown."""
+    bins = metrics.get("reliability") or []
+    if not bins:
+        return "Reliability diagram not drawn: no image was scored."
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    try:
+        x = [b["mean_p_fake"] for b in bins]
+        y = [b["fraction_fake"] for b in bins]
+        n = np.asarray([b["n"] for b in bins], dtype=np.float64)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+        ax.plot(x, y, "-", color="tab:blue", lw=1)
+        ax.scatter(x, y, s=20 + 200 * n / n.max(), color="tab:blue", zorder=3, label="bins (area ~ images)")
+        for xi, yi, ni in zip(x, y, n):
+            ax.annotate(f"{int(ni)}", (xi, yi), textcoords="offset points", xytext=(3, 6 if yi < 0.5 else -11), fontsize=7)
+        ece = metrics.get("ece")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_xlabel("mean p_fake in bin (numbers: images in the bin)")
+        ax.set_ylabel("observed fraction of fakes")
+        heading = f"{title}: reliability" + (f" (ECE {ece:.4f})" if ece is not None else "")
+        ax.set_title(textwrap.fill(heading, 60), fontsize=9)  # long dataset names: wrap, do not cut
+        _save_figure(fig, ax, path, "upper left")
     finally:
         plt.close(fig)
     return None
@@ -404,12 +596,62 @@ def _num(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _ci(rate: dict | None) -> str:
+    """``[low-high%]`` of a :func:`_rate` dict, for report cells."""
+    if not rate or rate.get("ci95") is None:
+        return "n/a"
+    low, high = rate["ci95"]
+    return f"{100 * low:.1f}–{100 * high:.1f}%"
+
+
+def _ci_of(value: float | None, n: int) -> str:
+    return "n/a" if value is None or not n else _ci(_rate(round(value * n), n))
+
+
 def _md(text: Any) -> str:
     """Escape a value for a Markdown table cell."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | None, has_predictions: bool) -> str:
+def _rates_table(m: dict) -> list[str]:
+    """Every headline rate with its 95% interval and the number of images behind it."""
+    iv = m.get("intervals") or {}
+    rows = [("accuracy", "accuracy", "scored images"), ("real_accuracy", "real accuracy (reals called real)", "reals"),
+            ("fake_accuracy", "fake accuracy (fakes caught)", "fakes"),
+            ("fpr", "false-positive rate (reals called AI-generated)", "reals")]
+    lines = ["## Rates with 95% confidence intervals", "",
+             "Wilson score intervals: how far each rate could move on another sample of the same size.", "",
+             "| rate | value | 95% CI | images |", "|---|---:|---:|---:|"]
+    for key, label, what in rows:
+        r = iv.get(key)
+        if r:
+            lines.append(f"| {label} | {_pct(r['value'])} | {_ci(r)} | {r['n']} {what} |")
+    notes = m.get("tpr_at_fpr_notes") or {}
+    for t, r in (iv.get("tpr_at_fpr") or {}).items():
+        label = f"fakes caught at {_pct(float(t))} FPR"
+        if r:
+            lines.append(f"| {label} | {_pct(r['value'])} | {_ci(r)} | {r['n']} fakes |")
+        elif t in notes:
+            lines.append(f"| {label} | undefined | | {_md(notes[t].removeprefix('undefined: '))} |")
+    return lines + [""]
+
+
+def _calibration_section(m: dict, note: str | None) -> list[str]:
+    bins = m.get("reliability") or []
+    lines = ["## Calibration", "",
+             f"Expected calibration error (ECE, {ECE_BINS} equal-width bins of p_fake): {_num(m.get('ece'))}. "
+             "A calibrated p_fake of 0.8 means that about 80% of such images are fakes.", ""]
+    lines += [f"_{note}_" if note else "![Reliability diagram](reliability.png)", ""]
+    if bins:
+        lines += ["| p_fake bin | images | mean p_fake | fraction fake | 95% CI |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {b['low']:.2f}–{b['high']:.2f} | {b['n']} | {b['mean_p_fake']:.3f} | {b['fraction_fake']:.3f} "
+                  f"| {_ci_of(b['fraction_fake'], b['n'])} |" for b in bins]
+        lines.append("")
+    return lines
+
+
+def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | None, has_predictions: bool,
+              reliability_note: str | None = None) -> str:
     m = metrics
     lines = [f"# {title}", ""]
     if m.get("dataset"):
@@ -434,17 +676,21 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
             + ".",
             "",
         ]
+    for t, note in (m.get("tpr_at_fpr_notes") or {}).items():
+        lines += [f"Fakes caught at {_pct(float(t))} FPR: {note}.", ""]
+    lines += _rates_table(m)
+    lines += _calibration_section(m, reliability_note)
 
-    lines += ["## Per generator", "", "| source | images | detected as fake | mean p_fake |", "|---|---:|---:|---:|"]
+    lines += ["## Per generator", "", "| source | images | detected as fake | 95% CI | mean p_fake |", "|---|---:|---:|---:|---:|"]
     for g, row in (m.get("per_generator") or {}).items():
         if g == REAL:
             continue
-        lines.append(f"| {_md(g)} | {row['n']} | {_pct(row.get('recall'))} | {_num(row.get('mean_p_fake'), 3)} |")
+        lines.append(f"| {_md(g)} | {row['n']} | {_pct(row.get('recall'))} | {_ci_of(row.get('recall'), row['n'])} "
+                     f"| {_num(row.get('mean_p_fake'), 3)} |")
     real = (m.get("per_generator") or {}).get(REAL)
     if real:
-        lines.append(
-            f"| real (false positives) | {real['n']} | {_pct(real.get('false_positive_rate'))} | {_num(real.get('mean_p_fake'), 3)} |"
-        )
+        lines.append(f"| real (false positives) | {real['n']} | {_pct(real.get('false_positive_rate'))} "
+                     f"| {_ci_of(real.get('false_positive_rate'), real['n'])} | {_num(real.get('mean_p_fake'), 3)} |")
     lines.append("")
 
     att = m.get("attribution") or {}
@@ -453,14 +699,15 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
         "## Attribution",
         "",
         f"Which source the model names (source head, argmax), over {att.get('n', 0)} images from sources it knows: "
-        f"accuracy {_pct(att.get('accuracy'))}, macro F1 {_num(att.get('macro_f1'))}.",
+        f"accuracy {_pct(att.get('accuracy'))} (95% CI {_ci_of(att.get('accuracy'), att.get('n', 0))}), "
+        f"macro F1 {_num(att.get('macro_f1'))}.",
         "",
     ]
     if att.get("n_unseen_generator"):
         unseen = ", ".join(f"`{g}`" for g in att.get("unseen_generators") or [])
         lines += [f"{att['n_unseen_generator']} images come from generators the model was not trained on ({unseen}) and are not scored here.", ""]
     if names and cm:
-        lines += ["| true source | images | correctly attributed | most often confused with |", "|---|---:|---:|---|"]
+        lines += ["| true source | images | correctly attributed | 95% CI | most often confused with |", "|---|---:|---:|---:|---|"]
         for i, name in enumerate(names):
             row = cm[i]
             total = sum(row)
@@ -468,7 +715,7 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
                 continue
             others = [(c, names[j]) for j, c in enumerate(row) if j != i and c]
             confused = f"{max(others)[1]} ({max(others)[0]})" if others else "-"
-            lines.append(f"| {_md(name)} | {total} | {_pct(row[i] / total)} | {_md(confused)} |")
+            lines.append(f"| {_md(name)} | {total} | {_pct(row[i] / total)} | {_ci(_rate(row[i], total))} | {_md(confused)} |")
         lines.append("")
 
     lines += ["## Figures", ""]
@@ -495,8 +742,9 @@ def write_report(
     predictions: Sequence["Prediction"] | None = None,
     title: str = "aigi evaluation",
 ) -> Path:
-    """Write ``metrics.json``, ``roc.png``, ``confusion.png``, ``predictions.csv`` (when
-    ``predictions`` are given) and ``report.md`` into ``out_dir``; returns the report's path."""
+    """Write ``metrics.json``, ``roc.png``, ``reliability.png``, ``confusion.png``,
+    ``predictions.csv`` (when ``predictions`` are given) and ``report.md`` into ``out_dir``;
+    returns the report's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean = _clean(metrics)
@@ -506,6 +754,9 @@ def write_report(
     roc_note = _plot_roc(clean, out / "roc.png", title)
     if roc_note and (out / "roc.png").exists():
         (out / "roc.png").unlink()  # a stale curve from an earlier run would contradict the note
+    reliability_note = _plot_reliability(clean, out / "reliability.png", title)
+    if reliability_note and (out / "reliability.png").exists():
+        (out / "reliability.png").unlink()
     cm_note = _plot_confusion(clean, out / "confusion.png", title)
 
     if predictions is not None:
@@ -517,5 +768,5 @@ def write_report(
         os.replace(tmp, out / "predictions.csv")
 
     report = out / "report.md"
-    _write_text(report, _markdown(clean, title, roc_note, cm_note, predictions is not None))
+    _write_text(report, _markdown(clean, title, roc_note, cm_note, predictions is not None, reliability_note))
     return report

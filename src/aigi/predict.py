@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Container, Iterable, Iterator
@@ -163,37 +164,67 @@ def _complete_prefix(text: str, fmt: str) -> int:
     return 0
 
 
-class ResultWriter:
-    """Appends rows to ``.csv`` or ``.jsonl`` and flushes after every batch.
+RESULT_FORMATS = ("csv", "jsonl", "json")
+STDOUT = "-"
 
-    Opening an existing file resumes it: a half-written last record (from a kill) is cut
-    off, and :attr:`done` holds the paths already written, so that a re-run scores only the
-    rest and the file ends with exactly one row per input. ``overwrite=True`` starts afresh.
+
+def result_format(path: str, fmt: str | None = None) -> str:
+    """``fmt`` when given, else the one the file name says (``-``, standard output, is JSONL)."""
+    if fmt is not None:
+        if fmt not in RESULT_FORMATS:
+            raise ValueError(f"unknown result format {fmt!r}; choose one of {', '.join(RESULT_FORMATS)}")
+        return fmt
+    if path == STDOUT:
+        return "jsonl"
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in RESULT_FORMATS:
+        raise ValueError(f"{path}: results are written as .csv, .jsonl or .json (or name one with --format)")
+    return ext
+
+
+class ResultWriter:
+    """Writes one row per file (:data:`RESULT_FIELDS`) as CSV, JSON Lines or one JSON document.
+
+    CSV and JSONL are appended and flushed after every batch, and opening an existing file
+    resumes it: a half-written last record (from a kill) is cut off, and :attr:`done` holds the
+    paths already written, so that a re-run scores only the rest and the file ends with
+    exactly one row per input. ``overwrite=True`` starts afresh.
+
+    ``.json`` is one document (a list of rows), so it is kept in memory and written at
+    :meth:`close`, atomically (an interrupted run leaves any earlier file as it was); it
+    cannot resume. ``path="-"`` writes to standard output (JSONL unless ``fmt`` says otherwise).
     """
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, fmt: str | None = None) -> None:
         self.path = os.fspath(path)
-        if not self.path.lower().endswith((".csv", ".jsonl", ".json")):
-            raise ValueError(f"{self.path}: results are written as .csv or .jsonl")
-        self.format = "csv" if self.path.lower().endswith(".csv") else "jsonl"
+        self.format = result_format(self.path, fmt)
         self.done: set[str] = set()
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        existing = "" if overwrite or not os.path.exists(self.path) else self._read()
-        header = existing.split("\n", 1)[0]
-        if self.format == "csv" and existing and "\n" in existing and header != ",".join(RESULT_FIELDS):
-            # Resuming would cut every row of another layout away: refuse, and keep the file.
-            raise ValueError(f"{self.path} has the columns {header!r}, not {','.join(RESULT_FIELDS)!r} "
-                             "(written by another aigi version?); pass --overwrite or choose another file")
-        keep = _complete_prefix(existing, self.format)
-        # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
-        self._file: IO[str] = open(self.path, "a" if keep else "w", newline="", encoding="utf-8", errors="surrogateescape")
-        if keep:
-            self._file.truncate(len(existing[:keep].encode("utf-8", "surrogateescape")))
-            self.done = self._paths(existing[:keep])
-        self._csv = csv.DictWriter(self._file, fieldnames=RESULT_FIELDS, lineterminator="\n") if self.format == "csv" else None
-        if self._csv is not None and not keep:
-            self._csv.writeheader()
-            self._file.flush()
+        self._rows: list[dict] = []  # the .json document, written at close
+        self._closed = False
+        keep = 0
+        if self.path != STDOUT:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        if self.path == STDOUT:
+            self._file: IO[str] | None = sys.stdout
+        elif self.format == "json":
+            self._file = None  # written whole at close
+        else:
+            existing = "" if overwrite or not os.path.exists(self.path) else self._read()
+            header = existing.split("\n", 1)[0]
+            if self.format == "csv" and "\n" in existing and header != ",".join(RESULT_FIELDS):
+                # Resuming would cut every row of another layout away: refuse, and keep the file.
+                raise ValueError(f"{self.path} has the columns {header!r}, not {','.join(RESULT_FIELDS)!r} "
+                                 "(written by another aigi version?); pass --overwrite or choose another file")
+            keep = _complete_prefix(existing, self.format)
+            # surrogateescape keeps non-UTF-8 file names byte-exact instead of crashing the writer.
+            self._file = open(self.path, "a" if keep else "w", newline="", encoding="utf-8", errors="surrogateescape")
+            if keep:
+                self._file.truncate(len(existing[:keep].encode("utf-8", "surrogateescape")))
+                self.done = self._paths(existing[:keep])
+        if self.format == "csv" and not keep:
+            header = io.StringIO(newline="")
+            csv.DictWriter(header, fieldnames=RESULT_FIELDS, lineterminator="\n").writeheader()
+            self._emit(header.getvalue())
 
     def _read(self) -> str:
         with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
@@ -204,25 +235,46 @@ class ResultWriter:
             return {row["path"] for row in csv.DictReader(io.StringIO(text, newline=""))}
         return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
 
+    def _emit(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text)
+            self._file.flush()
+
     def write(self, predictions: Iterable[Prediction]) -> None:
         """Write rows as one string and flush: a kill loses at most the records being written."""
         buf = io.StringIO(newline="")
-        writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n") if self._csv is not None else None
+        writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n") if self.format == "csv" else None
         for p in predictions:
             row = result_row(p, crops=writer is None)
             if writer is not None:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            elif self.format == "json":
+                self._rows.append(row)
             else:
                 buf.write(json.dumps(row) + "\n")
             self.done.add(p.path)
-        self._file.write(buf.getvalue())
-        self._file.flush()
+        if buf.tell():
+            self._emit(buf.getvalue())
 
-    def close(self) -> None:
-        self._file.close()
+    def close(self, complete: bool = True) -> None:
+        """Finish the file. ``complete=False`` (the run failed): a .json document is not written."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.format == "json" and complete:
+            text = json.dumps(self._rows, indent=1) + "\n"
+            if self._file is not None:
+                self._emit(text)
+            else:
+                tmp = f"{self.path}.tmp{os.getpid()}"
+                with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+                    f.write(text)
+                os.replace(tmp, self.path)  # write-then-rename: never a half-written document
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
 
     def __enter__(self) -> "ResultWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(complete=exc_type is None)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .audit import warn_if_shortcut
 from .augment import LEVELS
 from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
 from .calibration import calibrate, fit_temperature, threshold_for_fpr  # noqa: F401 (public here since 0.1)
@@ -256,6 +257,7 @@ def train(cfg: TrainConfig) -> Path:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     train_set, val_set = training_data(cfg)
+    shortcut_auc = warn_if_shortcut(train_set, seed=cfg.seed)  # file properties alone separate the classes?
     detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size, native=cfg.native,
                                       crops=cfg.crops, min_side=cfg.min_side)
     configure_tuning(detector, cfg)
@@ -356,7 +358,7 @@ def train(cfg: TrainConfig) -> Path:
     log.close()
     finish(out, cfg, train_set, val_set, {
         "trainable_parameters": trainable, "total_parameters": total, "steps": step, "best_epoch": best["epoch"],
-        "history": history, "decode_errors": n_errors})
+        "history": history, "decode_errors": n_errors, "shortcut_audit_auc": shortcut_auc})
     print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
     return out
 

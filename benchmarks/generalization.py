@@ -1,0 +1,396 @@
+"""Leave-one-generator-out: how a recipe does on generator families and cameras it never saw.
+
+    python -m benchmarks.generalization run                      # every fold, the default recipe
+    python -m benchmarks.generalization run --folds flux,openai  # a subset (results kept per fold)
+    python -m benchmarks.generalization report                   # results -> BENCHMARKS.md
+
+The data are every high-resolution set of ../shared/data: generators-dev (28 generator slugs),
+sd15-styles, camera-photos-dev and real-photos-dev, plus optional aligned fakes
+(``aigi synth aligned`` of those reals) and a CIFAKE sample, as the recipe says.
+
+**Folds.** Generators are grouped into the families of shared/data/README.md (``FAMILIES``;
+sd15-styles' two SD 1.5 fine-tunes join ``sd1``). Real photos are grouped by camera make
+(camera-photos-dev, from its CSV) or by source (real-photos-dev: bsds500, sun_hays80,
+urban100), and the groups are dealt into as many bins as there are families, largest first
+onto the emptiest bin (``real_bins``). Fold k holds out family k and real bin k: the recipe
+trains (and selects its epoch, and calibrates) on everything else, including the aligned fakes
+of the training reals only, and is scored on the held-out family against the held-out reals.
+No figure here rests on an image its model trained on or was selected with.
+
+**Perturbations** (``PERTURBATIONS``) are applied to every held-out image, real and fake alike,
+before scoring: JPEG 95/75/50 (4:2:0), resize 0.5 and 1.5 (bicubic), Gaussian blur sigma 1,
+and a re-share (0.75x, then JPEG 80).
+
+**Baselines, in the same run**: the aigi 0.1 default (64 px whole image, trained on CIFAKE +
+sd15-styles + real-photos-dev; it saw the sd1 family and part of real-photos-dev, which favours
+it), and the from-scratch CNN recipe of the accuracy benchmark (cnn-small, 32 px whole image),
+trained on each fold's training data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .accuracy import RESULTS, ROOT, SHARED, machine
+
+DATA = SHARED / "data"
+OUT_JSON = RESULTS / "generalization.json"
+WORK = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench")) / "generalization"
+HIGH_RES = ("generators-dev.zip", "sd15-styles.zip", "camera-photos-dev.zip", "real-photos-dev.zip")
+
+FAMILIES = {
+    "midjourney-v3": "midjourney", "dalle-2": "openai", "gpt-4o-image": "openai", "dalle-mini": "dalle-mini",
+    "latent-diffusion-txt2img": "ldm", "glid-3-xl": "ldm", "disco-diffusion": "clip-guided",
+    "majesty-diffusion": "clip-guided", "vqgan-clip-pixray": "clip-guided", "stable-diffusion-v1-beta": "sd1",
+    "sd-v1-4": "sd1", "openjourney": "sd1", "sd15-anime-finetune": "sd1", "deliberate-2-0": "sd1",
+    "dreamshaper-3-2": "sd1", "sd-v2-1": "sd2", "sd3-medium": "sd3", "sd3.5-large": "sd3", "flux1-dev": "flux",
+    "flux1-schnell": "flux", "flux2-dev": "flux", "flux2-klein-4b": "flux", "flux2-klein-9b": "flux",
+    "chroma": "flux", "auraflow": "other-dit", "hidream-i1": "other-dit", "hunyuan-dit": "other-dit",
+    "lumina-image-2": "other-dit", "qwen-image": "other-dit", "z-image-turbo": "other-dit",
+}
+FOLD_FAMILIES = ("midjourney", "openai", "dalle-mini", "ldm", "clip-guided", "sd1", "sd2", "sd3", "flux", "other-dit")
+MAKES = ("canon", "apple", "kodak", "nikon", "sony", "google", "panasonic", "olympus", "samsung", "minolta",
+         "hewlett", "casio", "sanyo", "pentax", "asahi", "ricoh", "htc", "motorola")
+PERTURBATIONS = ("none", "jpeg95", "jpeg75", "jpeg50", "resize0.5", "resize1.5", "blur1", "reshare")
+
+# name -> (what it is, TrainConfig overrides, data options)
+RECIPES: dict[str, tuple[str, dict, dict]] = {
+    "native-lite0": (
+        "EfficientNet-Lite0 (ImageNet) fine-tuned on 224 px native crops, robust augmentation, balanced draws, "
+        "aligned fakes and a CIFAKE sample",
+        dict(backbone="efficientnet-lite0", tune="full", image_size=224, crops=4, epochs=6, epoch_images=3000, lr=2e-4,
+             batch_size=32, augment="robust", small_share=0.15, workers=1, max_val_images=600),
+        dict(aligned=True, cifake=6000)),
+    "native-lite0-noaligned": (
+        "as native-lite0, without aligned fakes",
+        dict(backbone="efficientnet-lite0", tune="full", image_size=224, crops=4, epochs=6, epoch_images=3000, lr=2e-4,
+             batch_size=32, augment="robust", small_share=0.15, workers=1, max_val_images=600),
+        dict(aligned=False, cifake=6000)),
+    "cnn-scratch": (
+        "small CNN from scratch on 32 px whole images (the accuracy benchmark's baseline recipe)",
+        dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=10, lr=1e-3, batch_size=64,
+             augment="light", workers=1, max_val_images=600),
+        dict(aligned=False, cifake=6000)),
+}
+BASELINE = "cnn-scratch"
+OLD_DEFAULT = "aigi-0.1-64px"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def shared(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        raise SystemExit(f"{path} is absent: the generalization benchmark needs ../shared/data beside the checkout")
+    return path
+
+
+def camera_makes() -> dict[str, str]:
+    """camera-photos-dev member -> normalised make (from the pack's CSV)."""
+    makes = {}
+    with open(shared("camera-photos-dev.csv"), newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            m = row["camera_make"].lower()
+            makes[row["member"]] = next((k for k in MAKES if k in m), "other-make").replace("asahi", "pentax")
+    return makes
+
+
+def dev_rows(aligned_dir: Path | None) -> list[dict]:
+    """Every high-resolution image: path (``zip::member`` or file), label, generator, family, real group."""
+    makes = camera_makes()
+    rows = []
+    for name in HIGH_RES:
+        archive = shared(name)
+        with zipfile.ZipFile(archive) as zf:
+            members = sorted(n for n in zf.namelist() if not n.endswith("/"))
+        for m in members:
+            parts = m.split("/")
+            if parts[0] == "fake":
+                rows.append(dict(path=f"{archive}::{m}", label=1, generator=parts[1], family=FAMILIES[parts[1]], group=""))
+            else:
+                rows.append(dict(path=f"{archive}::{m}", label=0, generator="real", family="real",
+                                 group=makes.get(m, parts[1])))
+    if aligned_dir is not None:
+        for f in sorted(aligned_dir.rglob("*.*")):
+            rel = f.relative_to(aligned_dir).as_posix()
+            parts = rel.split("/")
+            if parts[0] != "fake" or f.name.startswith("."):
+                continue
+            key = "real/" + "/".join(parts[2:])
+            # The aligned fake of a real photo goes where its real goes: same real group.
+            rows.append(dict(path=str(f), label=1, generator=f"aligned-{parts[1]}", family="aligned",
+                             group=makes.get(key, parts[2])))
+    return rows
+
+
+def cifake_rows(n: int) -> list[dict]:
+    """A fixed sample of CIFAKE's train split (n per class), for the small-image band."""
+    from aigi.data import load_dataset
+
+    data = load_dataset(shared("cifake-dev.zip"), "train")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in (0, 1):
+        members = [s for s in data.samples if s.label == label]
+        for i in sorted(rng.choice(len(members), size=min(n, len(members)), replace=False)):
+            s = members[i]
+            rows.append(dict(path=s.display, label=label, generator=s.generator, family="cifake", group="cifake"))
+    return rows
+
+
+def real_bins(rows: list[dict], k: int) -> list[list[str]]:
+    """Real groups dealt into ``k`` bins: largest group first, onto the bin with fewest photos."""
+    counts = Counter(r["group"] for r in rows if r["label"] == 0 and r["family"] == "real")
+    bins: list[list[str]] = [[] for _ in range(k)]
+    totals = [0] * k
+    for group, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])):
+        i = int(np.argmin(totals))
+        bins[i].append(group)
+        totals[i] += n
+    return bins
+
+
+def write_manifest(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "generator"])
+        for r in rows:
+            w.writerow([r["path"], r["label"], r["generator"]])
+    return path
+
+
+# ----------------------------------------------------------------------------- perturbations
+
+
+def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, subsampling=2)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def perturb(im: Image.Image, name: str) -> Image.Image:
+    """One perturbation of the grid, applied the same way to real and fake images."""
+    w, h = im.size
+    if name == "none":
+        return im
+    if name.startswith("jpeg"):
+        return _jpeg(im, int(name[4:]))
+    if name.startswith("resize"):
+        s = float(name[6:])
+        return im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BICUBIC)
+    if name == "blur1":
+        return im.filter(ImageFilter.GaussianBlur(1.0))
+    if name == "reshare":
+        return _jpeg(im.resize((max(1, round(w * 0.75)), max(1, round(h * 0.75))), Image.Resampling.BICUBIC), 80)
+    raise ValueError(f"unknown perturbation {name!r}")
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    real, fake = p[y == 0], p[y == 1]
+    out = {"n_real": int(len(real)), "n_fake": int(len(fake)), "auc": None, "tpr_at_1fpr": None, "tpr_at_5fpr": None,
+           "real_fpr": float((real >= threshold).mean()) if len(real) else None,
+           "fake_recall": float((fake >= threshold).mean()) if len(fake) else None}
+    if len(real) and len(fake):
+        out["auc"] = float(roc_auc_score(y, p))
+        for name, fpr in (("tpr_at_1fpr", 0.01), ("tpr_at_5fpr", 0.05)):
+            # The threshold that flags at most `fpr` of the held-out reals, and the fakes above it.
+            t = np.quantile(real, 1 - fpr, method="higher")
+            out[name] = float((fake > t).mean())
+    return out
+
+
+def score_grid(detector, rows: list[dict], perturbations=PERTURBATIONS) -> dict:
+    """p_fake of every held-out image under every perturbation -> metrics per perturbation."""
+    from aigi.data import Sample, read_image
+
+    images = []
+    for r in rows:
+        archive, member = r["path"].split("::", 1) if "::" in r["path"] else (None, r["path"])
+        images.append(read_image(Sample(member, member, archive=archive)))
+    y = np.array([r["label"] for r in rows])
+    out = {}
+    for name in perturbations:
+        preds = detector.predict([perturb(im, name) for im in images], batch_size=32)
+        p = np.array([np.nan if q.p_fake is None else q.p_fake for q in preds])
+        ok = ~np.isnan(p)
+        out[name] = fold_metrics(y[ok], p[ok], detector.threshold)
+    return out
+
+
+def old_default():
+    """The aigi 0.1 bundled model, kept as a registered name for this comparison."""
+    from aigi.model import Detector
+
+    try:
+        return Detector.from_pretrained(OLD_DEFAULT)
+    except FileNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def fold_rows(rows: list[dict], family: str, bin_groups: list[str]) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out rows) of one fold."""
+    held = [r for r in rows if r["family"] == family or (r["family"] == "real" and r["group"] in bin_groups)]
+    train = [r for r in rows if r["family"] != family and r["group"] not in bin_groups]
+    return train, held
+
+
+def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], work: Path, baseline: bool) -> dict:
+    from aigi.model import Detector
+    from aigi.train import TrainConfig, train
+
+    what, overrides, _ = RECIPES[recipe]
+    train_rows, held = fold_rows(rows, family, bin_groups)
+    result = {"family": family, "real_groups": bin_groups, "n_train": len(train_rows),
+              "held_out": {"n_fake": sum(r["label"] for r in held), "n_real": sum(1 - r["label"] for r in held)}}
+    models = {recipe: (overrides, train_rows)}
+    if baseline and recipe != BASELINE:
+        base_rows = [r for r in train_rows if r["family"] != "aligned"] if not RECIPES[BASELINE][2]["aligned"] else train_rows
+        models[BASELINE] = (RECIPES[BASELINE][1], base_rows)
+    for name, (cfg, data_rows) in models.items():
+        out = work / f"{name}-{family}"
+        manifest = write_manifest(data_rows, out / "train.csv")
+        started = time.time()
+        if not _finished(out / "model"):  # a killed fold resumes from its last checkpoint
+            train(TrainConfig(data=str(manifest), out=str(out / "model"), progress=False, resume=True, **cfg))
+        detector = Detector.from_pretrained(out / "model")
+        result[name] = {"train_s": round(time.time() - started, 1), "threshold": detector.threshold,
+                        "grid": score_grid(detector, held)}
+    old = old_default()
+    if old is not None:
+        result[OLD_DEFAULT] = {"threshold": old.threshold, "grid": score_grid(old, held)}
+    return result
+
+
+def _finished(model_dir: Path) -> bool:
+    config = model_dir / "config.json"
+    return config.exists() and "training" in json.loads(config.read_text())
+
+
+def load_results() -> dict:
+    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    import torch
+
+    what, _, data_opts = RECIPES[args.recipe]
+    aligned_dir = Path(args.aligned) if data_opts["aligned"] else None
+    if aligned_dir is not None and not aligned_dir.exists():
+        raise SystemExit(f"{aligned_dir} is absent: make it first with `aigi synth aligned "
+                         f"{DATA}/camera-photos-dev.zip {DATA}/real-photos-dev.zip --autoencoder all --out {aligned_dir} "
+                         "--max-side 256`")
+    rows = dev_rows(aligned_dir)
+    if data_opts.get("cifake"):
+        rows += cifake_rows(data_opts["cifake"])
+    bins = real_bins(rows, len(FOLD_FAMILIES))
+    folds = FOLD_FAMILIES if args.folds == "all" else tuple(args.folds.split(","))
+    results = load_results()
+    run = results.setdefault(args.recipe, {"what": what, "folds": {}})
+    run.update({"machine": machine(), "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")})
+    for family in folds:
+        k = FOLD_FAMILIES.index(family)
+        print(f"[{args.recipe}] fold {family}: held-out reals {bins[k]}", file=sys.stderr, flush=True)
+        run["folds"][family] = run_fold(args.recipe, family, bins[k], rows, WORK / args.recipe, not args.no_baseline)
+        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
+        OUT_JSON.write_text(json.dumps(results, indent=1) + "\n")
+        g = run["folds"][family][args.recipe]["grid"]["none"]
+        print(f"[{args.recipe}] fold {family}: AUC {g['auc']}, TPR@5% {g['tpr_at_5fpr']}, real FPR {g['real_fpr']}",
+              file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def summarise(run: dict, model: str) -> dict:
+    """Mean over folds, per perturbation, of each metric (folds where it is defined)."""
+    per = defaultdict(lambda: defaultdict(list))
+    for fold in run["folds"].values():
+        for pert, m in fold.get(model, {}).get("grid", {}).items():
+            for key, v in m.items():
+                if v is not None and key not in ("n_real", "n_fake"):
+                    per[pert][key].append(v)
+    return {pert: {k: float(np.mean(v)) for k, v in d.items()} for pert, d in per.items()}
+
+
+def render(results: dict, recipe: str) -> str:
+    run = results[recipe]
+    models = [recipe] + [m for m in (OLD_DEFAULT, BASELINE) if m != recipe and any(m in f for f in run["folds"].values())]
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["## Generalization (leave one generator family out)", "",
+             f"Made by `python -m benchmarks.generalization run --recipe {recipe}` on {run.get('machine', '?')} "
+             f"({run.get('date', '?')}); raw results in `benchmarks/results/generalization.json`. Recipe: {run['what']}.",
+             "Each fold trains without one generator family and one group of real photos (camera makes or "
+             "photo sets), and is scored on exactly those; see the module docstring of `benchmarks/generalization.py`.",
+             "", "### Per fold (no perturbation)", "",
+             "| held-out family | fakes | held-out reals | reals | " + " | ".join(f"{m}: AUC / TPR@1% / TPR@5% / real FPR" for m in models) + " |",
+             "|---|---:|---|---:|" + "---|" * len(models)]
+    for family, fold in run["folds"].items():
+        cells = []
+        for m in models:
+            g = fold.get(m, {}).get("grid", {}).get("none")
+            cells.append("n/a" if g is None else f"{f(g['auc'])} / {f(g['tpr_at_1fpr'])} / {f(g['tpr_at_5fpr'])} / {f(g['real_fpr'])}")
+        lines.append(f"| {family} | {fold['held_out']['n_fake']} | {', '.join(fold['real_groups'])} | "
+                     f"{fold['held_out']['n_real']} | " + " | ".join(cells) + " |")
+    means = {m: summarise(run, m) for m in models}
+    lines.append("| **mean** | | | | " + " | ".join(
+        f"**{f(means[m]['none'].get('auc'))} / {f(means[m]['none'].get('tpr_at_1fpr'))} / "
+        f"{f(means[m]['none'].get('tpr_at_5fpr'))} / {f(means[m]['none'].get('real_fpr'))}**" for m in models) + " |")
+    lines += ["", "### Perturbation grid (mean over folds: AUC / TPR at 5% FPR)", "",
+              "| model | " + " | ".join(PERTURBATIONS) + " |", "|---|" + "---:|" * len(PERTURBATIONS)]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join(
+            f"{f(means[m].get(p, {}).get('auc'))} / {f(means[m].get(p, {}).get('tpr_at_5fpr'))}" for p in PERTURBATIONS) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .throughput import update_markdown
+
+    section = render(load_results(), args.recipe)
+    update_markdown(ROOT / "BENCHMARKS.md", section)
+    print(section)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="train and score folds")
+    p.add_argument("--recipe", default="native-lite0", choices=sorted(RECIPES))
+    p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
+    p.add_argument("--aligned", default=str(Path.home() / ".cache" / "aigi" / "bench" / "aligned-256"),
+                   help="the aligned-fakes dataset of the dev reals (aigi synth aligned)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch CNN baseline")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="write the BENCHMARKS.md section")
+    p.add_argument("--recipe", default="native-lite0", choices=sorted(RECIPES))
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
