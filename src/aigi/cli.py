@@ -4,7 +4,7 @@
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split test] --out DIR
     aigi export MODEL --format onnx --out model.onnx
-    aigi serve [--model M] [--host 127.0.0.1] [--port 8000]
+    aigi serve [--model M] [--host 127.0.0.1] [--port 8000] [--workers N] [--api-key-file F]
 """
 
 from __future__ import annotations
@@ -219,16 +219,45 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     try:  # checked before the model loads, for a clear message
         import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401  (FastAPI needs it to read uploaded files)
+        import fastapi_offline  # noqa: F401  (the /docs page's files, served without a CDN)
+        import python_multipart  # noqa: F401  (the streaming multipart parser)
         import uvicorn  # noqa: F401
     except ImportError as e:
         sys.exit(f"aigi serve: {e.name} is not installed; pip install 'aigi[serve]'")
-    from .serve import serve
+    # Decoding threads share the cores with the model: idle compute threads sleep (see
+    # prepare_threads). Set before aigi.serve imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .serve import ServeOptions, load_api_keys, serve, serve_workers
 
-    detector = _load_detector(args.model, args.device, args.runtime)
-    print(f"aigi serve: {args.model} on http://{args.host}:{args.port} (POST images to /detect; docs at /docs)",
-          file=sys.stderr)
-    serve(detector, str(args.model), host=args.host, port=args.port, max_files=args.max_files)
+    if args.workers < 1:
+        sys.exit("aigi serve: --workers must be at least 1")
+    try:
+        keys = load_api_keys(args.api_key_file) if args.api_key_file else ()
+    except ValueError as e:
+        sys.exit(f"aigi serve: {e}")
+    options = ServeOptions(
+        max_files=args.max_files, max_bytes=int(args.max_mb * 2**20), max_request_bytes=int(args.max_request_mb * 2**20),
+        body_timeout_s=args.body_timeout, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, max_inflight=args.max_inflight, decode_threads=args.decode_threads,
+        api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit)
+    if options.max_request_bytes < options.max_bytes:
+        sys.exit(f"aigi serve: --max-request-mb {args.max_request_mb:g} is below --max-mb {args.max_mb:g}")
+    # Loaded here even with --workers N (each worker loads its own): a bad model fails now, with
+    # its reason, and an ONNX export happens once instead of once per worker.
+    detector = _load_detector(args.model, args.device, args.runtime, spinning=False)
+    where = f"http://{args.host}:{args.port}{args.root_path}"
+    print(f"aigi serve: {args.model} on {where}/ (the page; POST images to /v1/detect; docs at /docs)"
+          + (f", {args.workers} worker processes" if args.workers > 1 else "")
+          + (f", {len(keys)} API key(s)" if keys else ""), file=sys.stderr)
+    uvicorn_options = {"root_path": args.root_path, "forwarded_allow_ips": args.forwarded_allow_ips,
+                       "timeout_keep_alive": args.keep_alive}
+    if args.workers == 1:
+        serve(detector, str(args.model), host=args.host, port=args.port, max_files=args.max_files, options=options,
+              **uvicorn_options)
+    else:
+        del detector
+        serve_workers(str(args.model), args.workers, host=args.host, port=args.port, runtime=args.runtime,
+                      device=args.device, options=options, api_key_file=args.api_key_file, **uvicorn_options)
     return 0
 
 
@@ -297,13 +326,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx)")
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=cmd_export)
-    p = verbs.add_parser("serve", help="serve a detector over HTTP", description="A web API: POST images to /detect (FastAPI).")
+    p = verbs.add_parser("serve", help="serve a detector over HTTP: a web page and an API",
+                         description="A web page at / and an API: POST images to /v1/detect (FastAPI + uvicorn).")
     p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
-    p.add_argument("--max-files", type=int, default=64, help="images per request at most (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="(default %(default)s)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-files", type=int, default=64, help="images per request at most (default %(default)s)")
+    g.add_argument("--max-mb", type=float, default=50, help="MB per image at most (default %(default)s)")
+    g.add_argument("--max-request-mb", type=float, default=100, help="MB per request body at most (default %(default)s)")
+    g.add_argument("--body-timeout", type=float, default=60, help="seconds for a whole request body to arrive (default %(default)s)")
+    g.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection stays open (default %(default)s)")
+    g.add_argument("--max-inflight", type=int, default=64, help="requests served at once per process; more get 503 (default %(default)s)")
+    g.add_argument("--max-queue", type=int, default=256, help="images waiting for the model per process; more get 503 (default %(default)s)")
+    g.add_argument("--max-batch", type=int, default=32, help="images per forward pass, gathered across requests (default %(default)s)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an idle model waits to fill a batch (default %(default)s)")
+    g.add_argument("--decode-threads", type=int, default=DECODE_WORKERS,
+                   help="decoding threads per process (default: half the CPU cores, here %(default)s)")
+    g.add_argument("--rate-limit", type=float, default=0, help="requests a minute per client (API key, else address); 0 = off (default)")
+    g = p.add_argument_group("access")
+    g.add_argument("--api-key-file", help="require a key from this file (one per line): 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+    g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN (repeatable; '*' for any); CORS is off by default")
+    g.add_argument("--root-path", default="", help="URL prefix when a proxy serves this under a sub-path, e.g. /aigi")
+    g.add_argument("--forwarded-allow-ips", default=None,
+                   help="proxies whose X-Forwarded-For/-Proto are trusted (default 127.0.0.1; '*' for any)")
     p.set_defaults(func=cmd_serve)
     return parser
 
