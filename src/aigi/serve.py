@@ -365,7 +365,9 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
 
     @app.exception_handler(RequestError)
     async def on_request_error(request, e: RequestError):
-        return error_response(e.status, e.code, e.message, rid(request), e.headers)
+        # The body may be partly unread (a 10 GB upload cut at the limit, a refused key): close
+        # the connection, or the server would go on receiving and discarding what is left of it.
+        return error_response(e.status, e.code, e.message, rid(request), {**e.headers, "Connection": "close"})
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request, e: HTTPException):

@@ -105,7 +105,10 @@ async def limited(chunks: AsyncIterator[bytes], limits: BodyLimits) -> AsyncIter
 def _media_type(content_type: str | None) -> tuple[str, dict[bytes, bytes]]:
     if not content_type:
         return "", {}
-    media, params = parse_options_header(content_type)
+    try:
+        media, params = parse_options_header(content_type.encode("latin-1", "replace"))
+    except (ValueError, UnicodeError):
+        raise RequestError(415, "unsupported_media_type", "the Content-Type header cannot be parsed") from None
     return media.decode("latin-1").strip().lower(), params
 
 
@@ -118,7 +121,7 @@ class _FormCollector:
         self.other_fields: list[str] = []
         self.complete = False
         self._n_parts = 0
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
         self._buf: bytearray | None = None  # the current file part; None when its bytes are dropped
@@ -153,12 +156,16 @@ class _FormCollector:
             raise RequestError(422, "bad_form", f"a form part has a header line over {MAX_PART_HEADER_BYTES} bytes")
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("utf-8", "replace").strip()
+        # Raw bytes: a header is parsed as bytes, and only the file name is decoded (as UTF-8).
+        self._headers[self._field.decode("latin-1").strip().lower()] = bytes(self._value).strip()
         self._field.clear()
         self._value.clear()
 
     def _headers_finished(self) -> None:
-        disposition, params = parse_options_header(self._headers.get("content-disposition", ""))
+        try:
+            disposition, params = parse_options_header(self._headers.get("content-disposition", b""))
+        except (ValueError, UnicodeError):
+            raise RequestError(422, "bad_form", "a form part has an unreadable Content-Disposition header") from None
         if disposition.lower() != b"form-data" or b"name" not in params:
             raise RequestError(422, "bad_form", "a form part has no 'Content-Disposition: form-data; name=...' header")
         name = params[b"name"].decode("utf-8", "replace")
