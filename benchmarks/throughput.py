@@ -743,11 +743,11 @@ def render_section(data: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace the ``## Throughput`` section of ``path`` (up to the next ``## `` heading), keeping the rest."""
+def update_markdown(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the ``heading`` section of ``path`` (up to the next ``## `` heading), keeping the rest."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == SECTION), None)
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == heading), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:

@@ -123,6 +123,8 @@ class Health(BaseModel):
     auth: bool = Field(description="whether /v1/detect needs an API key")
     queued: int = Field(description="images waiting for the model")
     in_flight: int = Field(description="requests being served")
+    batches: int = Field(description="forward passes so far (this process)")
+    images_scored: int = Field(description="images scored so far (this process); / batches = mean batch size")
     pid: int
 
 
@@ -398,7 +400,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
     errors_doc = {status: {"model": ErrorResponse, "description": text} for status, text in ERROR_RESPONSES.items()}
 
     @app.get("/", include_in_schema=False)
-    def page() -> HTMLResponse:
+    async def page() -> HTMLResponse:
         return HTMLResponse(index_html, headers={
             # The page loads nothing but its own files; images are shown from blob: URLs.
             "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
@@ -407,19 +409,20 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
 
     app.mount("/assets", StaticFiles(directory=WEB_DIR), name="assets")
 
-    def health() -> Health:
+    async def health() -> Health:
         return Health(aigi_version=__version__, model=model_name, labels=list(detector.labels),
                       threshold=detector.threshold, runtime=type(detector).__name__,
                       input_px=detector.preprocessing.crop, max_files=opts.max_files,
                       max_mb=megabytes(opts.max_bytes), max_request_mb=megabytes(opts.max_request_bytes),
                       max_pixels=MAX_IMAGE_PIXELS, auth=bool(key_digests), queued=batcher.queued,
-                      in_flight=in_flight, pid=os.getpid())
+                      in_flight=in_flight, batches=batcher.batches, images_scored=batcher.items_done,
+                      pid=os.getpid())
 
     app.get("/v1/health", response_model=Health, summary="Model, limits and load")(health)
     app.get("/health", response_model=Health, summary="Alias of /v1/health", deprecated=True)(health)
 
     @app.get("/v1/models", response_model=ModelsResponse, dependencies=guarded, summary="The model this server runs")
-    def models() -> ModelsResponse:
+    async def models() -> ModelsResponse:
         config = getattr(detector, "config", {}) or {}
         return ModelsResponse(models=[ModelInfo(
             name=model_name, runtime=type(detector).__name__, labels=list(detector.labels),
@@ -515,13 +518,18 @@ def _log_config() -> dict:
     return config
 
 
+def _uvicorn_defaults(options: dict) -> dict:
+    # Our access log (with request IDs) replaces uvicorn's; no "server: uvicorn" banner.
+    return {"access_log": False, "log_config": _log_config(), "server_header": False, **options}
+
+
 def serve(detector: Any, model_name: str = "default", host: str = "127.0.0.1", port: int = 8000,
           max_files: int = MAX_FILES_PER_REQUEST, options: Optional[ServeOptions] = None, **uvicorn_options) -> None:
     """Serve a loaded detector with uvicorn, in this process, until interrupted."""
     import uvicorn
 
     app = create_app(detector, model_name, replace(options or ServeOptions(), max_files=max_files))
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=_log_config(), **uvicorn_options)
+    uvicorn.run(app, host=host, port=port, **_uvicorn_defaults(uvicorn_options))
 
 
 def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
@@ -538,8 +546,8 @@ def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int =
     options_dict["decode_threads"] = min(opts.decode_threads, max(1, per_worker // 2))
     os.environ[ENV_CONFIG] = json.dumps({"model": model, "runtime": runtime, "device": device, "threads": per_worker,
                                          "api_key_file": api_key_file, "options": options_dict})
-    uvicorn.run("aigi.serve:app_from_env", factory=True, workers=workers, host=host, port=port, access_log=False,
-                log_config=_log_config(), **uvicorn_options)
+    uvicorn.run("aigi.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
+                **_uvicorn_defaults(uvicorn_options))
 
 
 def app_from_env():
