@@ -165,6 +165,35 @@ def test_limits_are_enforced_with_a_reason(client):
     assert error_of(client.post("/v1/detect")) == (415, "unsupported_media_type")  # no body at all
 
 
+def test_no_upload_is_ever_written_to_disk(detector, monkeypatch):
+    """Starlette's UploadFile spools parts over 1 MB to a temporary file; aigi reads bodies itself."""
+    import builtins
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"an upload was about to be written to disk: {args[:1]}")
+
+    real_open = builtins.open
+
+    def open_read_only(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    monkeypatch.setattr("starlette.formparsers.SpooledTemporaryFile", refuse)  # imported there by name
+    monkeypatch.setattr(builtins, "open", open_read_only)
+    client = TestClient(create_app(detector, max_bytes=8_000_000))
+    big = encode_image(photo(4, 1000), "BMP")  # 3 MB: Starlette would spool it (over 1 MB) to a file
+    assert len(big) > 2 * 2**20
+    response = client.post("/v1/detect", files=[("files", ("a.bmp", big, "image/bmp")),
+                                                ("files", ("b.jpg", jpeg(4), "image/jpeg"))])
+    assert response.status_code == 200 and all(r["verdict"] for r in response.json()["results"])
+    raw = client.post("/v1/detect", content=big, headers={"Content-Type": "image/bmp"})
+    assert raw.status_code == 200 and raw.json()["results"][0]["verdict"]
+
+
 def test_errors_and_request_ids(client):
     assert error_of(client.get("/nope")) == (404, "not_found")
     assert error_of(client.get("/v1/detect")) == (405, "method_not_allowed")

@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an idle model waits to fill a batch (default %(default)s)")
     g.add_argument("--decode-threads", type=int, default=DECODE_WORKERS,
                    help="decoding threads per process (default: half the CPU cores, here %(default)s)")
-    g.add_argument("--rate-limit", type=float, default=0, help="requests a minute per client (API key, else address); 0 = off (default)")
+    g.add_argument("--rate-limit", type=float, default=0, help="requests a minute per client (API key, else address) and per process; 0 = off (default)")
     g = p.add_argument_group("access")
     g.add_argument("--api-key-file", help="require a key from this file (one per line): 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
     g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
