@@ -42,6 +42,16 @@ def server(tmp_path_factory):
         yield int(url.rsplit(":", 1)[1]), proc
 
 
+def read_all(s: socket.socket, into: bytearray) -> bytearray:
+    """Everything the server sends until it closes (or resets) the connection."""
+    try:
+        while chunk := s.recv(65536):
+            into.extend(chunk)
+    except OSError:
+        pass
+    return into
+
+
 def request(port: int, head: str, body: bytes = b"", timeout: float = 30) -> tuple[int | None, bytes]:
     """Send raw bytes; (status, body) of the answer, or (None, b"") when the server only closed."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -49,12 +59,7 @@ def request(port: int, head: str, body: bytes = b"", timeout: float = 30) -> tup
             s.sendall(head.encode("latin-1") + body)
         except OSError:
             pass  # the server answered and closed before the whole body went out
-        data = bytearray()
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except OSError:
-            pass
+        data = read_all(s, bytearray())
     if not data.startswith(b"HTTP/1.1 "):
         return None, b""
     head_end = data.find(b"\r\n\r\n")
@@ -205,14 +210,7 @@ def test_an_endless_upload_is_cut_at_the_limit_and_memory_stays_flat(server):
             "Transfer-Encoding: chunked\r\n\r\n"):
         sent, answer = 0, bytearray()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            def read() -> None:
-                try:
-                    while chunk := s.recv(65536):
-                        answer.extend(chunk)
-                except OSError:
-                    pass
-
-            reader = threading.Thread(target=read)
+            reader = threading.Thread(target=read_all, args=(s, answer))
             reader.start()
             s.sendall(head.encode())
             chunk = b"\0" * 2**20
@@ -260,11 +258,7 @@ def test_a_slow_drip_client_is_cut_at_the_deadline_and_holds_nothing_up(server):
         t1 = time.monotonic()
         assert post(port, "image/png", buf.getvalue())[0] == 200
         assert time.monotonic() - t1 < 10
-        try:
-            while chunk := s.recv(65536):
-                answer.extend(chunk)
-        except OSError:
-            pass
+        read_all(s, answer)
         dripping = False
         dripper.join(5)
         elapsed = time.monotonic() - t0
