@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from aigi.batcher import DynamicBatcher, Overloaded  # noqa: E402
 from aigi.cli import main  # noqa: E402
 from aigi.model import Detector  # noqa: E402
-from aigi.serve import create_app, load_api_keys, score_uploads  # noqa: E402
+from aigi.serve import create_app, load_api_keys, score_uploads, share_cores  # noqa: E402
 from aigi.uploads import BodyLimits, RequestError, read_uploads  # noqa: E402
 from conftest import encode_image  # noqa: E402
 from serving import running_server  # noqa: E402
@@ -407,6 +407,16 @@ def test_cli_checks_its_flags_before_loading_anything(tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             main(["serve", *argv])
         assert reason in str(exit_info.value.code)
+
+
+def test_cores_are_shared_between_decoding_and_the_model():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    decode, threads = share_cores(1)
+    assert decode == max(1, cores // 2) and threads == max(1, cores - decode)
+    assert share_cores(4 * cores) == (1, 1)  # more processes than cores: one thread of each
+    assert share_cores(1, 3, 5) == (3, 5)  # --decode-threads and --threads win
 
 
 def test_aigi_serve_with_workers_and_keys_over_http(tmp_path):

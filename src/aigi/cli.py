@@ -29,11 +29,11 @@ def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
                    help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
 
 
-def _load_detector(name: str, device: str, runtime: str = "torch", spinning: bool = True):
+def _load_detector(name: str, device: str, runtime: str = "torch", spinning: bool = True, threads: int | None = None):
     from .export import load_runtime
 
     try:
-        return load_runtime(name, runtime=runtime, device=device, spinning=spinning)
+        return load_runtime(name, runtime=runtime, device=device, spinning=spinning, threads=threads)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         sys.exit(f"aigi: cannot load model: {e}")
 
@@ -227,10 +227,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Decoding threads share the cores with the model: idle compute threads sleep (see
     # prepare_threads). Set before aigi.serve imports torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .serve import ServeOptions, load_api_keys, serve, serve_workers
+    from .serve import ServeOptions, load_api_keys, serve, serve_workers, set_compute_threads, share_cores
 
     if args.workers < 1:
         sys.exit("aigi serve: --workers must be at least 1")
+    decode_threads, threads = share_cores(args.workers, args.decode_threads, args.threads)
     try:
         keys = load_api_keys(args.api_key_file) if args.api_key_file else ()
     except ValueError as e:
@@ -238,13 +239,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         max_files=args.max_files, max_bytes=int(args.max_mb * 2**20), max_request_bytes=int(args.max_request_mb * 2**20),
         body_timeout_s=args.body_timeout, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, max_inflight=args.max_inflight, decode_threads=args.decode_threads,
+        max_queue=args.max_queue, max_inflight=args.max_inflight, decode_threads=decode_threads,
         api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit)
     if options.max_request_bytes < options.max_bytes:
         sys.exit(f"aigi serve: --max-request-mb {args.max_request_mb:g} is below --max-mb {args.max_mb:g}")
     # Loaded here even with --workers N (each worker loads its own): a bad model fails now, with
     # its reason, and an ONNX export happens once instead of once per worker.
-    detector = _load_detector(args.model, args.device, args.runtime, spinning=False)
+    if args.runtime == "torch":
+        set_compute_threads(threads, explicit=args.threads is not None)
+    detector = _load_detector(args.model, args.device, args.runtime, spinning=False, threads=threads)
     where = f"http://{args.host}:{args.port}{args.root_path}"
     print(f"aigi serve: {args.model} on {where}/ (the page; POST images to /v1/detect; docs at /docs)"
           + (f", {args.workers} worker processes" if args.workers > 1 else "")
@@ -257,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         del detector
         serve_workers(str(args.model), args.workers, host=args.host, port=args.port, runtime=args.runtime,
-                      device=args.device, options=options, api_key_file=args.api_key_file, **uvicorn_options)
+                      device=args.device, options=options, api_key_file=args.api_key_file, threads=args.threads,
+                      **uvicorn_options)
     return 0
 
 
@@ -344,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-queue", type=int, default=256, help="images waiting for the model per process; more get 503 (default %(default)s)")
     g.add_argument("--max-batch", type=int, default=32, help="images per forward pass, gathered across requests (default %(default)s)")
     g.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an idle model waits to fill a batch (default %(default)s)")
-    g.add_argument("--decode-threads", type=int, default=DECODE_WORKERS,
-                   help="decoding threads per process (default: half the CPU cores, here %(default)s)")
+    g.add_argument("--decode-threads", type=int, default=None,
+                   help="decoding threads per process (default: half its share of the cores)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="compute threads of the model per process (default: the rest of its share of the cores)")
     g.add_argument("--rate-limit", type=float, default=0, help="requests a minute per client (API key, else address) and per process; 0 = off (default)")
     g = p.add_argument_group("access")
     g.add_argument("--api-key-file", help="require a key from this file (one per line): 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")

@@ -523,6 +523,26 @@ def _uvicorn_defaults(options: dict) -> dict:
     return {"access_log": False, "log_config": _log_config(), "server_header": False, **options}
 
 
+def share_cores(workers: int = 1, decode_threads: Optional[int] = None, threads: Optional[int] = None) -> tuple:
+    """(decoding threads, compute threads) of each of ``workers`` processes. The cores are split
+    between the processes; within one, the decoders get half and the model the rest. The model
+    is not given every core: a forward pass whose threads share cores with the decoders and the
+    event loop costs up to twice the CPU time per image (measured: BENCHMARKS.md, Serve load)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_worker = max(1, cores // max(1, workers))
+    decode = decode_threads or max(1, per_worker // 2)
+    return decode, threads or max(1, per_worker - decode)
+
+
+def set_compute_threads(threads: int, explicit: bool = False) -> None:
+    """torch's intra-op threads for this process; an OMP_NUM_THREADS the user exported wins
+    unless ``threads`` was asked for explicitly (--threads)."""
+    if explicit or "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def serve(detector: Any, model_name: str = "default", host: str = "127.0.0.1", port: int = 8000,
           max_files: int = MAX_FILES_PER_REQUEST, options: Optional[ServeOptions] = None, **uvicorn_options) -> None:
     """Serve a loaded detector with uvicorn, in this process, until interrupted."""
@@ -534,18 +554,16 @@ def serve(detector: Any, model_name: str = "default", host: str = "127.0.0.1", p
 
 def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
                   device: str = "cpu", options: Optional[ServeOptions] = None, api_key_file: Optional[str] = None,
-                  **uvicorn_options) -> None:
+                  threads: Optional[int] = None, **uvicorn_options) -> None:
     """``workers`` processes behind one port (uvicorn's supervisor); each loads its own model
-    through :func:`app_from_env`. CPU threads are shared out: cores / workers each."""
+    through :func:`app_from_env`, with ``threads`` compute threads (default: see :func:`share_cores`)."""
     import uvicorn
 
     opts = options or ServeOptions()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_worker = max(1, cores // workers)
     options_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k != "api_keys"}
-    options_dict["decode_threads"] = min(opts.decode_threads, max(1, per_worker // 2))
-    os.environ[ENV_CONFIG] = json.dumps({"model": model, "runtime": runtime, "device": device, "threads": per_worker,
-                                         "api_key_file": api_key_file, "options": options_dict})
+    os.environ[ENV_CONFIG] = json.dumps({
+        "model": model, "runtime": runtime, "device": device, "api_key_file": api_key_file, "options": options_dict,
+        "threads": threads or share_cores(workers, opts.decode_threads)[1], "explicit_threads": threads is not None})
     uvicorn.run("aigi.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
                 **_uvicorn_defaults(uvicorn_options))
 
@@ -555,10 +573,8 @@ def app_from_env():
     from .export import load_runtime
 
     config = json.loads(os.environ[ENV_CONFIG])
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(config["threads"])
+    if config["runtime"] == "torch":
+        set_compute_threads(config["threads"], config["explicit_threads"])
     detector = load_runtime(config["model"], runtime=config["runtime"], device=config["device"],
                             threads=config["threads"], spinning=False)
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["options"].items()}
@@ -568,4 +584,4 @@ def app_from_env():
 
 
 __all__ = ["DetectResponse", "ServeOptions", "app_from_env", "create_app", "decode_upload", "load_api_keys",
-           "predict_images", "score_uploads", "serve", "serve_workers"]
+           "predict_images", "score_uploads", "serve", "serve_workers", "set_compute_threads", "share_cores"]
