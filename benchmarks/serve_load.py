@@ -330,6 +330,11 @@ def render_section(data: dict) -> str:
         f"Targets: no 5xx; at least {TARGET_VS_DETECT:.0%} of `aigi detect`'s img/s; peak RSS at most "
         f"{1 + TARGET_RSS_GROWTH:.1f}× the RSS after warm-up (memory bounded under load).",
     ]
+    shares = [detect["other_cpu"], *(r["other_cpu"] for r in data["serve"])]
+    if max(shares) > 0.1:
+        lines += ["", f"**The machine was shared**: other processes used {min(shares):.0%}–{max(shares):.0%} of the CPUs "
+                      "during these measurements, so every figure here is lower than the machine gives alone; the "
+                      "ratios compare runs that shared it alike."]
     if data.get("fuzz"):
         f = data["fuzz"]
         lines += ["", f"Fuzz campaign in the same run (`AIGI_FUZZ_CASES={f['cases']} pytest tests/test_serve_fuzz.py`): "
