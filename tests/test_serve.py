@@ -402,6 +402,7 @@ def test_body_reader_cuts_slow_and_endless_bodies():
 
 def test_cli_checks_its_flags_before_loading_anything(tmp_path):
     for argv, reason in ((["--model", str(tmp_path / "nope")], "cannot load model"),
+                         (["--model", str(tmp_path / "nope"), "--workers", "2"], "cannot load model"),
                          (["--workers", "0"], "--workers must be at least 1"),
                          (["--max-mb", "10", "--max-request-mb", "5"], "below --max-mb")):
         with pytest.raises(SystemExit) as exit_info:

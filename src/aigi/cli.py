@@ -216,6 +216,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- serve
 
 
+def _check_model_loads(args: argparse.Namespace) -> None:
+    """With --workers N each worker loads the model; load it once first in a short-lived child, so
+    that a bad model fails now with its reason (not in N restarting workers), an ONNX export
+    happens once, and the supervisor process does not keep a copy of the model in memory."""
+    import subprocess
+
+    code = ("import sys; from aigi.export import load_runtime\n"
+            "try: load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
+            "except (FileNotFoundError, ValueError, OSError, ImportError) as e: sys.exit(str(e))")
+    child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device],
+                           capture_output=True, text=True)
+    if child.returncode:
+        sys.exit(f"aigi: cannot load model: {(child.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:  # checked before the model loads, for a clear message
         import fastapi  # noqa: F401
@@ -243,11 +258,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit)
     if options.max_request_bytes < options.max_bytes:
         sys.exit(f"aigi serve: --max-request-mb {args.max_request_mb:g} is below --max-mb {args.max_mb:g}")
-    # Loaded here even with --workers N (each worker loads its own): a bad model fails now, with
-    # its reason, and an ONNX export happens once instead of once per worker.
-    if args.runtime == "torch":
-        set_compute_threads(threads, explicit=args.threads is not None)
-    detector = _load_detector(args.model, args.device, args.runtime, spinning=False, threads=threads)
+    if args.workers == 1:
+        if args.runtime == "torch":
+            set_compute_threads(threads, explicit=args.threads is not None)
+        detector = _load_detector(args.model, args.device, args.runtime, spinning=False, threads=threads)
+    else:
+        _check_model_loads(args)
     where = f"http://{args.host}:{args.port}{args.root_path}"
     print(f"aigi serve: {args.model} on {where}/ (the page; POST images to /v1/detect; docs at /docs)"
           + (f", {args.workers} worker processes" if args.workers > 1 else "")
@@ -258,7 +274,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(detector, str(args.model), host=args.host, port=args.port, max_files=args.max_files, options=options,
               **uvicorn_options)
     else:
-        del detector
         serve_workers(str(args.model), args.workers, host=args.host, port=args.port, runtime=args.runtime,
                       device=args.device, options=options, api_key_file=args.api_key_file, threads=args.threads,
                       **uvicorn_options)

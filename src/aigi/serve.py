@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,7 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import __version__
 from .batcher import DynamicBatcher, Overloaded
 from .data import DECODE_WORKERS, MAX_IMAGE_PIXELS, ImageDecodeError, decode_image
-from .model import Prediction
 from .uploads import BodyLimits, RequestError, Upload, check_content_length, megabytes, read_uploads
 
 MAX_FILES_PER_REQUEST = 64
@@ -54,6 +53,9 @@ MAX_REQUEST_BYTES = 100 * 2**20
 WEB_DIR = Path(__file__).parent / "web"
 ENV_CONFIG = "AIGI_SERVE_CONFIG"
 log = logging.getLogger("aigi.serve")
+
+if TYPE_CHECKING:  # aigi.model imports torch: the --workers supervisor process never needs it
+    from .model import Prediction
 
 
 @dataclass(frozen=True)
@@ -173,15 +175,17 @@ def decode_upload(detector: Any, name: str, data: bytes) -> Image.Image:
     return decode_image(data, name, min_size=detector.preprocessing.decode_size)
 
 
-def predict_images(detector: Any, images: list[Image.Image]) -> list[Prediction]:
+def predict_images(detector: Any, images: list[Image.Image]) -> "list[Prediction]":
     """The one call into the model: decoded images -> predictions, in one batch."""
     return detector.predict(images, batch_size=max(1, len(images)))
 
 
 def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: int = MAX_UPLOAD_BYTES,
-                  model_lock: AbstractContextManager = nullcontext()) -> list[Prediction]:
+                  model_lock: AbstractContextManager = nullcontext()) -> "list[Prediction]":
     """(file name, bytes) pairs -> predictions in the same order; unreadable ones carry ``error``.
     The synchronous path (no batching across calls); only the forward pass holds ``model_lock``."""
+    from .model import Prediction
+
     results = [Prediction(path=name) for name, _ in uploads]
     decoded: list[tuple[int, Image.Image]] = []
     for i, (name, data) in enumerate(uploads):
