@@ -305,6 +305,10 @@ def render_section(data: dict) -> str:
         "- **aigi detect** scored the same files in the same run: `aigi detect FOLDER --out results.jsonl -q` "
         f"(decode threads {detect['cli'].split('--workers ')[1].split()[0]}, batch 32); img/s from its first to its last "
         "prediction (startup excluded), as in the Throughput section.",
+        "- Threads: `aigi detect` decodes in its default threads and computes with torch's default "
+        f"({m['torch_threads']}); `aigi serve` uses its defaults per process: "
+        + ", ".join(f"--workers {w}: {t['decode']} decoding + {t['compute']} compute"
+                    for w, t in data.get("serve_threads", {}).items()) + ".",
         "- Latency: from the first byte of a request sent to the last byte of its answer. Peak RSS: `VmHWM` of every "
         "server process, summed. Mean batch: images per forward pass reached by the dynamic batcher.",
         "- **other CPU**: share of all CPUs used by processes other than the benchmark and the server while it ran; "
@@ -333,8 +337,8 @@ def render_section(data: dict) -> str:
     shares = [detect["other_cpu"], *(r["other_cpu"] for r in data["serve"])]
     if max(shares) > 0.1:
         lines += ["", f"**The machine was shared**: other processes used {min(shares):.0%}–{max(shares):.0%} of the CPUs "
-                      "during these measurements, so every figure here is lower than the machine gives alone; the "
-                      "ratios compare runs that shared it alike."]
+                      "during these measurements, so every figure here is lower than the machine gives alone, and a "
+                      "ratio is only as fair as the two rows' other-CPU shares are alike."]
     if data.get("fuzz"):
         f = data["fuzz"]
         lines += ["", f"Fuzz campaign in the same run (`AIGI_FUZZ_CASES={f['cases']} pytest tests/test_serve_fuzz.py`): "
@@ -393,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             log("aigi detect on the same files")
             data["detect"] = measure_detect(tmp / "images", tmp)
             log(f"  {data['detect']['img_per_s']:.1f} img/s (other CPU {data['detect']['other_cpu']:.0%})")
+            from aigi.serve import share_cores
+
+            data["serve_threads"] = {str(w): dict(zip(("decode", "compute"), share_cores(w))) for w in args.server_workers}
             requests = [request_bytes(p, "127.0.0.1") for p in images]
             data["serve"] = []
             for workers in args.server_workers:
