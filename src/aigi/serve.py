@@ -208,7 +208,9 @@ def _decode_or_error(detector: Any, upload: Upload) -> Union[Image.Image, str]:
     if upload.error:
         return upload.error
     try:
-        return decode_upload(detector, upload.name, upload.data)
+        image = decode_upload(detector, upload.name, upload.data)
+        upload.data = b""  # the encoded bytes are not needed while the image waits for the model
+        return image
     except ImageDecodeError as e:
         return e.reason
     except Exception as e:  # one hostile file never fails the request
@@ -436,9 +438,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
     def client_of(request, key: str) -> str:
         return f"key:{key}" if key else f"ip:{request.client.host if request.client else '-'}"
 
-    async def detect(request: Request, key: str = "",
-                     filename: str = Query("upload", max_length=1024, description="name of a raw-body image")
-                     ) -> DetectResponse:
+    async def detect(request: Request, key: str, filename: str) -> DetectResponse:
         nonlocal in_flight
         if limiter is not None and (wait := limiter.retry_after(client_of(request, key))) is not None:
             raise RequestError(429, "rate_limited", f"over {opts.rate_limit_per_min:g} requests a minute",
