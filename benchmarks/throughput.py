@@ -737,13 +737,13 @@ def render_section(data: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def update_markdown(path: Path, section: str) -> None:
-    """Replace the section of ``path`` that has ``section``'s own ``## `` heading (up to the next
-    ``## `` heading), keeping the rest; append it when absent."""
-    title = section.splitlines()[0].rstrip()
+def update_markdown(path: Path, section: str, heading: str | None = None) -> None:
+    """Replace the ``heading`` section of ``path`` (default: ``section``'s own first line; up to the
+    next ``## `` heading), keeping the rest; append it when absent."""
+    heading = heading or section.splitlines()[0].rstrip()
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == title), None)
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == heading), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.backbones import Preprocessing, upscale_small
+from aigi.preprocessing import Preprocessing, upscale_small
 from aigi.data import ImageDecodeError, Sample
 from aigi.inputs import crop_boxes, load_input
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .backbones import upscale_small
+from .preprocessing import upscale_small
 
 LEVELS = ("none", "light", "robust")
 RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)

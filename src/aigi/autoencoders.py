@@ -137,18 +137,25 @@ class TinyAutoencoder(nn.Module):
         return self.decoder(self.encoder(pixels)).clamp(0, 1)
 
 
-def reconstruct_array(model: TinyAutoencoder, rgb: np.ndarray, tile: int = 512) -> np.ndarray:
-    """An (H, W, 3) uint8 image through the autoencoder, returned as uint8 of the same size.
+def reconstruct_arrays(model: TinyAutoencoder, images: list[np.ndarray], tile: int = 512) -> list[np.ndarray]:
+    """Same-size (H, W, 3) uint8 images through the autoencoder in one batch, returned as
+    uint8 of the same size.
 
-    The image is padded by reflection to multiples of 8 (then cut back), and processed in
-    tiles of at most ``tile`` px with an overlap of 32 px so that memory stays bounded on
-    large photos; each output pixel comes from the tile it is most central in.
+    Each is padded by reflection to multiples of 8 (then cut back), and processed in tiles of
+    at most ``tile`` px with an overlap of 32 px so that memory stays bounded on large photos;
+    each output pixel comes from the tile it is most central in. Computed in float32, in
+    channels-last layout (oneDNN's fast one for CPU convolutions): bfloat16 would change the
+    decoder's trace, the very thing the output is for.
     """
-    h, w = rgb.shape[:2]
-    x = torch.from_numpy(np.array(rgb, dtype=np.float32, copy=True)).permute(2, 0, 1)[None] / 255.0
+    h, w = images[0].shape[:2]
+    if any(im.shape != images[0].shape for im in images):
+        raise ValueError("reconstruct_arrays needs images of one size; call it once per size")
+    x = torch.from_numpy(np.stack(images).astype(np.float32)).permute(0, 3, 1, 2) / 255.0
     ph, pw = (-h) % 8, (-w) % 8
     if ph or pw:
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > 8 else "replicate")
+    x = x.contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     H, W = x.shape[-2:]
     if H <= tile and W <= tile:
         out = model.reconstruct(x)
@@ -162,8 +169,12 @@ def reconstruct_array(model: TinyAutoencoder, rgb: np.ndarray, tile: int = 512) 
                 t0, l0 = t0 - t0 % 8, l0 - l0 % 8
                 t1, l1 = min(H, t1 + (-t1) % 8), min(W, l1 + (-l1) % 8)
                 rec = model.reconstruct(x[..., t0:t1, l0:l1])
-                bt, bl = top, left
                 bb, br = min(H, top + step), min(W, left + step)
-                out[..., bt:bb, bl:br] = rec[..., bt - t0:bb - t0, bl - l0:br - l0]
-    out = out[..., :h, :w]
-    return (out[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+                out[..., top:bb, left:br] = rec[..., top - t0:bb - t0, left - l0:br - l0]
+    out = (out[..., :h, :w].permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    return list(out)
+
+
+def reconstruct_array(model: TinyAutoencoder, rgb: np.ndarray, tile: int = 512) -> np.ndarray:
+    """One (H, W, 3) uint8 image through the autoencoder (see :func:`reconstruct_arrays`)."""
+    return reconstruct_arrays(model, [rgb], tile)[0]

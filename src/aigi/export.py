@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .backbones import Preprocessing
+from .preprocessing import Preprocessing
 from .model import CONFIG_NAME, WEIGHTS_NAME, Detector, _json_default, resolve_model_path
 from .scoring import ScoringMixin
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .augment import augment_image, random_crop
-from .backbones import Preprocessing, upscale_small
+from .preprocessing import Preprocessing, upscale_small
 from .data import ImageDecodeError, Sample, decode_image, read_image, to_rgb
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), pixels of the upright image

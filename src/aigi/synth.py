@@ -105,12 +105,14 @@ def synth_aligned(
     max_side: int | None = DEFAULT_MAX_SIDE,
     progress: bool = True,
     threads: int | None = None,
+    batch_size: int = 4,
 ) -> SynthSummary:
-    """Write the aligned dataset (module docstring) and return what was done."""
+    """Write the aligned dataset (module docstring) and return what was done. Images of the
+    same size go through the autoencoders ``batch_size`` at a time (about twice as fast on a CPU)."""
     import torch
     from tqdm.auto import tqdm
 
-    from .autoencoders import TinyAutoencoder, reconstruct_array
+    from .autoencoders import TinyAutoencoder, reconstruct_arrays
 
     if threads:
         torch.set_num_threads(threads)
@@ -123,6 +125,19 @@ def synth_aligned(
     summary = SynthSummary(str(out), names)
     started = time.time()
     samples = [s for s in iter_inputs(reals) if s.label in (-1, 0)]  # reals; fake/** of a dataset is left out
+    waiting: dict[tuple[int, int], list[tuple[np.ndarray, bytes, dict[str, Path]]]] = {}
+
+    def flush(size: tuple[int, int]) -> None:
+        group = waiting.pop(size, [])
+        if not group:
+            return
+        for n in names:
+            todo = [(rgb, data, targets[n]) for rgb, data, targets in group if not targets[n].exists()]
+            if todo:
+                for (_, data, target), fake in zip(todo, reconstruct_arrays(models[n], [rgb for rgb, _, _ in todo])):
+                    _write_atomic(target, encode_like(Image.fromarray(fake), data)[0])
+        summary.written += len(group)
+
     bar = tqdm(samples, unit="img", desc="synth aligned", disable=not progress, dynamic_ncols=True)
     for sample in bar:
         stem = os.path.splitext(pair_name(sample))[0]
@@ -137,15 +152,14 @@ def synth_aligned(
             im = centre_crop_to(decode_source(sample), max_side)
             if not targets["real"].exists():
                 _write_atomic(targets["real"], encode_like(im, data)[0])
-            rgb = np.asarray(im)
-            for n in names:
-                if not targets[n].exists():
-                    fake = Image.fromarray(reconstruct_array(models[n], rgb))
-                    _write_atomic(targets[n], encode_like(fake, data)[0])
-            summary.written += 1
+            waiting.setdefault(im.size, []).append((np.asarray(im), data, targets))
+            if len(waiting[im.size]) >= batch_size:
+                flush(im.size)
         except (ImageDecodeError, OSError, ValueError) as e:
             reason = e.reason if isinstance(e, ImageDecodeError) else f"{type(e).__name__}: {e}"
             summary.errors.append((sample.display, reason))
             tqdm.write(f"skipped {sample.display}: {reason}", file=sys.stderr)
+    for size in list(waiting):
+        flush(size)
     summary.seconds = time.time() - started
     return summary
