@@ -131,7 +131,8 @@ def dev_rows(aligned_dir: Path | None) -> list[dict]:
                 continue
             key = "real/" + "/".join(parts[2:])
             # The aligned fake of a real photo goes where its real goes: same real group.
-            rows.append(dict(path=str(f), label=1, generator=f"aligned-{parts[1]}", family="aligned",
+            # "dataset::member": the paired split rule keeps it in its real photo's split.
+            rows.append(dict(path=f"{aligned_dir}::{rel}", label=1, generator=f"aligned-{parts[1]}", family="aligned",
                              group=makes.get(key, parts[2])))
     return rows
 
@@ -219,15 +220,13 @@ def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     return out
 
 
-def score_grid(detector, rows: list[dict], perturbations=PERTURBATIONS) -> dict:
+def score_grid(detector, rows: list[dict], work: Path, perturbations=PERTURBATIONS) -> dict:
     """p_fake of every held-out image under every perturbation -> metrics per perturbation."""
-    from aigi.data import Sample, read_image
+    from aigi.data import load_dataset, read_image
 
-    images = []
-    for r in rows:
-        archive, member = r["path"].split("::", 1) if "::" in r["path"] else (None, r["path"])
-        images.append(read_image(Sample(member, member, archive=archive)))
-    y = np.array([r["label"] for r in rows])
+    samples = load_dataset(write_manifest(rows, work / "held-out.csv")).samples
+    images = [read_image(s) for s in samples]
+    y = np.array([s.label for s in samples])
     out = {}
     for name in perturbations:
         preds = detector.predict([perturb(im, name) for im in images], batch_size=32)
@@ -277,10 +276,10 @@ def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], 
             train(TrainConfig(data=str(manifest), out=str(out / "model"), progress=False, resume=True, **cfg))
         detector = Detector.from_pretrained(out / "model")
         result[name] = {"train_s": round(time.time() - started, 1), "threshold": detector.threshold,
-                        "grid": score_grid(detector, held)}
+                        "grid": score_grid(detector, held, out)}
     old = old_default()
     if old is not None:
-        result[OLD_DEFAULT] = {"threshold": old.threshold, "grid": score_grid(old, held)}
+        result[OLD_DEFAULT] = {"threshold": old.threshold, "grid": score_grid(old, held, work / f"{OLD_DEFAULT}-{family}")}
     return result
 
 

@@ -68,3 +68,18 @@ def test_synth_aligned_resumes(reals, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "0 real image(s) written" in err and "6 already done" in err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.*") if p.suffix != ".json"} == stamp
+
+
+def test_manifest_rows_name_members_of_a_paired_folder(reals, tmp_path):
+    """``dataset::member`` rows keep the paired split rule: an aligned fake goes where its real goes."""
+    out = tmp_path / "aligned"
+    assert main(["synth", "aligned", str(reals), "--autoencoder", "taesd", "--out", str(out), "--max-side", "32", "-q"]) == 0
+    members = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*") if p.suffix != ".json")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,generator\n" + "".join(
+        f"{out}::{m},{0 if m.startswith('real/') else 1},{'real' if m.startswith('real/') else 'taesd'}\n" for m in members))
+    samples = load_dataset(manifest).samples
+    assert len(samples) == 12 and all(s.paired and Path(s.path).is_file() for s in samples)
+    assert {pair_key(s.relpath) for s in samples} == {m for m in members if m.startswith("real/")}
+    for s in samples:
+        assert s.split == next(r.split for r in samples if r.relpath == pair_key(s.relpath))

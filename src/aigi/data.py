@@ -69,14 +69,13 @@ def split_of(relpath: str) -> str:
 
 
 def pair_key(relpath: str) -> str:
-    """The part of a path that real images and their aligned fakes share: the path below
-    ``real/`` or ``fake/<generator>/`` (``real/a/x.jpg`` and ``fake/taesd/a/x.jpg`` -> ``a/x.jpg``)."""
+    """What a real image and its aligned fakes share: the path of the real one
+    (``real/a/x.jpg`` and ``fake/taesd/a/x.jpg`` -> ``real/a/x.jpg``). So a pair lands in the split
+    its real photo has in the dataset it came from, when the layout below ``real/`` is kept."""
     parts = relpath.split("/")
     top = parts[0].lower()
-    if top == "real" and len(parts) >= 2:
-        return "/".join(parts[1:])
     if top == "fake" and len(parts) >= 3:
-        return "/".join(parts[2:])
+        return "/".join(["real", *parts[2:]])
     return relpath
 
 
@@ -233,14 +232,18 @@ def _read_manifest(csv_path: str) -> Iterator[Sample]:
             rel = (row["path"] or "").strip()
             label = _parse_label(row["label"] or "", f"{csv_path}:{lineno}")  # None: short row
             generator = (row.get("generator") or "").strip() or (REAL if label == 0 else "fake")
-            if ARCHIVE_SEPARATOR in rel:  # a zip member: "archive.zip::member/path.jpg"
-                archive, member = rel.split(ARCHIVE_SEPARATOR, 1)
-                archive = archive if os.path.isabs(archive) else os.path.join(base, archive)
-                # The member's own path is what the split rule hashes, as if the zip were read whole.
-                if archive not in paired:
-                    paired[archive] = is_paired(archive)
-                yield Sample(path=member, relpath=member, label=label, generator=generator, archive=archive,
-                             paired=paired[archive])
+            if ARCHIVE_SEPARATOR in rel:  # "dataset::member": a member of a zip or of a dataset folder
+                root, member = rel.split(ARCHIVE_SEPARATOR, 1)
+                root = root if os.path.isabs(root) else os.path.join(base, root)
+                # The member's own path is what the split rule hashes, as if the dataset were read whole.
+                if root not in paired:
+                    paired[root] = is_paired(root)
+                if os.path.isdir(root):
+                    yield Sample(path=os.path.join(root, member), relpath=member, label=label, generator=generator,
+                                 paired=paired[root])
+                else:
+                    yield Sample(path=member, relpath=member, label=label, generator=generator, archive=root,
+                                 paired=paired[root])
                 continue
             full = rel if os.path.isabs(rel) else os.path.join(base, rel)
             yield Sample(path=full, relpath=rel, label=label, generator=generator)
