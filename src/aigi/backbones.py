@@ -18,7 +18,7 @@ from .preprocessing import (CLIP_MEAN, CLIP_STD, NATIVE, Preprocessing,  # noqa:
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 TINY_CLIP = "tiny-clip"
 # --- convnets (aigi.convnets): backbone names built in plain torch, and those trained from scratch
-CONVNET_BACKBONES = ("cnn-small", "efficientnet-lite0")
+CONVNET_BACKBONES = ("cnn-small", "efficientnet-lite0", "efficientnet-lite0-stats")
 FROM_SCRATCH_BACKBONES = (TINY_CLIP, "cnn-small")
 # --- end convnets
 

