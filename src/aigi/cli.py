@@ -188,6 +188,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- embed
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import embed
+
+    missing = [p for p in args.data if not Path(p).exists()]
+    if missing:
+        sys.exit(f"aigi embed: no such file or folder: {', '.join(missing)}")
+    if args.runtime != "torch":
+        sys.exit("aigi embed: features come from the torch encoder; --runtime onnx cannot give them")
+    detector = _load_detector(args.model, args.device)
+    try:
+        s = embed(detector, args.data, args.out, batch_size=args.batch_size, workers=args.workers, crops=args.crops,
+                  split=args.split, overwrite=args.overwrite, shard_size=args.shard_size,
+                  autocast=_autocast(args, detector), progress=not args.quiet)
+    except ValueError as e:
+        sys.exit(f"aigi embed: {e}")
+    already = f", {s['n_already']} already done" if s["n_already"] else ""
+    print(f"{s['n_new']} image(s): {s['n_features']} embedded "
+          f"({s['feature_dim']}-d features, up to {s['crops']} crops each), {s['n_errors']} unreadable, "
+          f"{s['n_too_small']} too small to judge{already}; {s['seconds']:.1f} s; features in {s['out']}", file=sys.stderr)
+    return 0 if s["n_features"] or s["n_already"] else 1
+
+
 # ----------------------------------------------------------------------------- eval
 
 
@@ -405,6 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--split", default="train", choices=SPLITS, help="public split to train on (default %(default)s)")
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("embed", help="write encoder features of images (for probes and aigi adapt)",
+                         description="For every image: its pooled encoder features (mean over its crops: what the "
+                                     "heads see), each crop's features and box, path, label and generator, as "
+                                     "safetensors shards with JSON sidecars in OUT. Resumable.")
+    p.add_argument("data", nargs="+", help="files, folders, zips or CSV manifests")
+    p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
+    p.add_argument("--out", required=True, help="output directory (an existing one is resumed)")
+    p.add_argument("--split", default="all", choices=SPLITS, help="embed only this public split (default %(default)s)")
+    p.add_argument("--shard-size", type=int, default=256, help="images per shard file (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming it")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_embed)
 
     p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description="Write metrics.json and report.md.")
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: scored together)")
