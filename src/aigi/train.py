@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     cache_features: bool = True  # linear + no augmentation: encode each image once
     save_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    memory_mb: float = 0.0  # > 0: also write the record of training features aigi adapt replays (aigi.adapt)
     resume: bool = False
     progress: bool = True
     stop_after_steps: int | None = field(default=None, repr=False)  # tests: simulate a kill
@@ -374,6 +375,11 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
     }
     final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors")}}
     final.save_pretrained(out)
+    if cfg.memory_mb > 0:  # pooled features of a balanced sample of train and val images, for aigi adapt
+        from .adapt import MEMORY_NAME, build_memory
+
+        build_memory(final, train_set.samples, val_set.samples, cfg.memory_mb, seed=cfg.seed, batch_size=cfg.batch_size,
+                     progress=cfg.progress, how="by aigi train").save(out / MEMORY_NAME)
 
 
 def _truncate_log(path: Path, step: int) -> None:
