@@ -183,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
         precision=args.precision, workers=args.workers, seed=args.seed, save_every=args.save_every,
         resume=args.resume, progress=not args.quiet, split=args.split, memory_mb=args.memory_mb,
+        stop_after_steps=args.stop_after_steps,
     )
     try:
         train(cfg)
@@ -486,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--split", default="train", choices=SPLITS, help="public split to train on (default %(default)s)")
+    p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: a run cut short
     p.add_argument("--memory-mb", type=float, default=0,
                    help="also write OUT/memory.safetensors, the record of training features that aigi adapt "
                         "replays, at most this many MB (4 is plenty; default: none)")
