@@ -434,7 +434,8 @@ def adapt(
         raise ValueError(f"new_weight must be between 0 and 1, got {new_weight}")
     detector = model if isinstance(model, Detector) else Detector.from_pretrained(model, device=device)
     detector.eval()
-    model_dir = Path(detector.weights_path).parent if getattr(detector, "weights_path", None) else None
+    model_dir = (Path(detector.weights_path).parent if getattr(detector, "weights_path", None)
+                 else getattr(detector, "model_dir", None))
     out = Path(out)
     if model_dir is not None and out.resolve() == model_dir.resolve():
         raise ValueError(f"--out {out} is the model's own directory: write the adapted model to a new one")
@@ -447,9 +448,9 @@ def adapt(
     if mem.encoder_sha256 != encoder_digest(detector):
         raise ValueError(f"the record ({mem_from}) was made with another encoder than this model's: features "
                          "of another encoder mean nothing to these heads; make it again with `aigi memory`")
-    unknown = sorted(set(mem.sources) - set(detector.labels) - set(add))
-    if unknown:
-        raise ValueError(f"the record ({mem_from}) names sources the model does not have: {', '.join(unknown)}")
+    # Record rows of a source the model has no label for (a record made from data it was not
+    # trained on as such, e.g. univfd's) teach the binary head only.
+    unlabelled = sorted(set(mem.sources) - set(detector.labels) - set(add))
 
     # 1. the new images' features
     new_parts, added, unreadable = [], [], {}
@@ -534,7 +535,7 @@ def adapt(
         "added": [a for a in added if a["generator"] != REAL],
         "real": next(({k: a[k] for k in ("k", "n_fit", "n_held_out", "unreadable", "sources")}
                       for a in added if a["generator"] == REAL), None),
-        "record": {"from": mem_from, **mem.summary()},
+        "record": {"from": mem_from, **mem.summary(), "binary_only_sources": unlabelled},
         "weights": {"new_weight": new_weight, "fakes_vs_reals": "half each"},
         "fit": heads.info,
         "calibration": {"before": before, "temperature": adapted.temperature, "threshold": adapted.threshold,
