@@ -452,6 +452,7 @@ def adapt(
     # trained on as such, e.g. univfd's) teach the binary head only.
     unlabelled = sorted(set(mem.sources) - set(detector.labels) - set(add))
 
+    marks = {"load_and_record": time.time()}  # when each step ended, for the timing record
     # 1. the new images' features
     new_parts, added, unreadable = [], [], {}
     groups_new = []
@@ -479,6 +480,7 @@ def adapt(
     everything = Memory.concat([mem, new])
     labels = list(detector.labels) + [g for g in add if g not in detector.labels]
 
+    marks["embed"] = time.time()
     # 2. refit on the fit rows
     fit = everything.take(np.flatnonzero(~everything.held_out))
     if not (fit.labels == 0).any():
@@ -498,6 +500,7 @@ def adapt(
     heads = fit_heads(fit.features, fit.labels, src, weights, init, l2=l2,
                       source_loss_weight=float(cfg_train.get("source_loss_weight", 0.5)))
 
+    marks["fit"] = time.time()
     # 3. the adapted detector (sharing the encoder module: no copy of its weights in memory)
     config = dict(detector.config)
     adapted = Detector(detector.encoder, detector.preprocessing, labels, config)
@@ -527,6 +530,7 @@ def adapt(
         calibration = {"method": "none", "reason": "no held-out real and fake features (the record has no "
                        "validation part and no generator has 10 new images): temperature kept"}
 
+    marks["calibrate"] = time.time()
     # 5. write the model: the old encoder bytes, the new heads, config, the grown record
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "aigi_version": __version__,
@@ -554,6 +558,10 @@ def adapt(
     save_file(state, str(tmp), metadata={"format": "pt", "aigi_version": __version__})
     os.replace(tmp, out / WEIGHTS_NAME)
     record["seconds"] = round(time.time() - started, 2)
+    steps, last = {}, started
+    for name, t in marks.items():
+        steps[f"{name}_s"], last = round(t - last, 2), t
+    record["timing"] = steps
     tmp = out / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps(adapted.to_config(), indent=2, default=_json_default) + "\n", encoding="utf-8")
     os.replace(tmp, out / CONFIG_NAME)

@@ -124,18 +124,17 @@ def iter_embedded(detector: "Detector", samples: Iterable[Sample], batch_size: i
                   workers: int = DECODE_WORKERS, crops: int | None = None, autocast: bool = False) -> Iterator[Embedded]:
     """One :class:`Embedded` per sample, in order; decoding in ``workers`` threads, ``batch_size``
     crops per forward pass. Unreadable files come back with ``error``, never raise."""
-    from .predict import iter_decoded
+    from .predict import crop_batches, iter_decoded
 
     detector.eval()
-    waiting: list[tuple[Sample, object]] = []
-
-    def flush() -> Iterator[Embedded]:
-        inputs = [x for _, x in waiting if isinstance(x, ModelInput) and x.n_crops]
-        rows = np.concatenate([x.pixels for x in inputs]) if inputs else None
-        feats = (np.concatenate([detector.crop_features(rows[i:i + batch_size], autocast=autocast)
-                                 for i in range(0, len(rows), batch_size)]) if rows is not None else None)
+    inflight = max(2 * batch_size, max(1, workers) * batch_size * 2)
+    for group in crop_batches(iter_decoded(samples, detector.preprocessing, workers, inflight, crops), batch_size):
+        inputs = [x for _, x in group if isinstance(x, ModelInput) and x.n_crops]
+        pixels = np.concatenate([x.pixels for x in inputs]) if inputs else np.zeros((0,))
+        feats = [detector.crop_features(pixels[i:i + batch_size], autocast=autocast) for i in range(0, len(pixels), batch_size)]
+        feats = np.concatenate(feats) if feats else None
         start = 0
-        for sample, x in waiting:
+        for sample, x in group:
             if not isinstance(x, ModelInput):
                 yield Embedded(sample, error=x.reason)
             elif not x.n_crops:
@@ -144,17 +143,6 @@ def iter_embedded(detector: "Detector", samples: Iterable[Sample], batch_size: i
                 f = feats[start:start + x.n_crops]
                 start += x.n_crops
                 yield Embedded(sample, f.mean(axis=0), f, list(x.boxes), x.image_size)
-        waiting.clear()
-
-    n_ready = 0
-    inflight = max(2 * batch_size, max(1, workers) * batch_size * 2)
-    for sample, x in iter_decoded(samples, detector.preprocessing, workers, inflight, crops):
-        waiting.append((sample, x))
-        n_ready += x.n_crops if isinstance(x, ModelInput) else 0
-        if n_ready >= batch_size:
-            yield from flush()
-            n_ready = 0
-    yield from flush()
 
 
 def collect_samples(inputs: ImageDataset | Iterable[Sample] | Sequence[str | os.PathLike], split: str = "all") -> list[Sample]:
