@@ -568,9 +568,9 @@ def adapt(
     grown = trim_memory(Memory.concat([mem, new]), max_mb, seed)
     grown.info = {**mem.info, "grown_by_adapt": [a["generator"] for a in added]}
     grown.save(out / MEMORY_NAME)
-    if model_dir is not None:  # a licence or model card that came with the weights goes with them
+    if model_dir is not None:  # the licence and attribution of the weights go with them (not a model card: new model)
         for f in model_dir.iterdir():
-            if f.is_file() and (f.name.upper().startswith(("LICENSE", "NOTICE")) or f.suffix == ".md"):
+            if f.is_file() and (f.name.upper().startswith(("LICENSE", "NOTICE")) or f.name == "README.md"):
                 shutil.copy2(f, out / f.name)
     adapted.name_or_path, adapted.weights_path = str(out), out / WEIGHTS_NAME
     return {**record, "out": str(out), "seconds_total": round(time.time() - started, 2), "detector": adapted}

@@ -212,7 +212,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         sys.exit(f"aigi embed: {e}")
     already = f", {s['n_already']} already done" if s["n_already"] else ""
     print(f"{s['n_new']} image(s): {s['n_features']} embedded "
-          f"({s['feature_dim']}-d features, up to {s['crops']} crops each), {s['n_errors']} unreadable, "
+          f"({s['feature_dim']}-d features, at most {s['crops']} crop{'s' if s['crops'] != 1 else ''} per image), {s['n_errors']} unreadable, "
           f"{s['n_too_small']} too small to judge{already}; {s['seconds']:.1f} s; features in {s['out']}", file=sys.stderr)
     return 0 if s["n_features"] or s["n_already"] else 1
 
