@@ -229,7 +229,7 @@ def build_memory(detector: "Detector", train_samples: Sequence[Sample], val_samp
     rows = budget_rows(int(detector.encoder.feature_dim), max_mb)
     labelled = lambda xs: [s for s in xs if s.label in (0, 1)]  # noqa: E731
     train_samples, val_samples = labelled(train_samples), labelled(val_samples)
-    n_val = int(round(rows * val_share)) if val_samples else 0
+    n_val = min(len(val_samples), int(round(rows * val_share)))  # what the held-out part leaves goes to the fit part
     parts = []
     for samples, n, held in ((train_samples, rows - n_val, False), (val_samples, n_val, True)):
         if not samples or not n:
