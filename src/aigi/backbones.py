@@ -121,6 +121,10 @@ def encoder_from_config(backbone_config: dict) -> Encoder:
 
         return convnet_from_config(backbone_config)
     # --- end convnets
+    if backbone_config.get("aigi_encoder") == "clip-image-embeds":  # CLIP's projected embedding (aigi.published)
+        from .published import projected_encoder_from_config
+
+        return projected_encoder_from_config(backbone_config)
     return Encoder(_model_from_config_dict(backbone_config))
 
 

@@ -27,6 +27,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 # Registered model names -> directories. "default" is the model bundled with the package.
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+PUBLISHED_ARCHITECTURE = "aigi.PublishedDetector"  # config.json of a registered name built from published weights
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Detector(ScoringMixin, nn.Module):
         self.binary_head = nn.Linear(encoder.feature_dim, 1)
         self.source_head = nn.Linear(encoder.feature_dim, len(self.labels))
         self.config = {"threshold": 0.5, "temperature": 1.0, **(config or {})}
+        self.name_or_path: str = str(self.config.get("backbone", ""))
+        self.weights_path: Path | None = None  # the file its weights were read from, if one
 
     # ------------------------------------------------------------------ construction
 
@@ -86,6 +89,10 @@ class Detector(ScoringMixin, nn.Module):
         path = resolve_model_path(name_or_path)
         with open(path / CONFIG_NAME, encoding="utf-8") as f:
             config = json.load(f)
+        if config.get("architecture") == PUBLISHED_ARCHITECTURE:  # a published head on hub weights (univfd)
+            from .published import load_published
+
+            return load_published(path, config, device)
         if config.get("architecture") != "aigi.Detector":
             raise ValueError(f"{path / CONFIG_NAME} is not an aigi detector config")
         encoder = encoder_from_config(config["backbone_config"])
@@ -93,6 +100,7 @@ class Detector(ScoringMixin, nn.Module):
         model = cls(encoder, prep, config["labels"], config)
         state = load_file(str(path / WEIGHTS_NAME))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model.name_or_path, model.weights_path = str(name_or_path), path / WEIGHTS_NAME  # what made it (aigi embed)
         return model.to(device).eval()
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
@@ -132,6 +140,16 @@ class Detector(ScoringMixin, nn.Module):
     def heads(self, features: torch.Tensor) -> DetectorOutput:
         """Pooled features -> both heads (training on cached features starts here)."""
         return DetectorOutput(self.binary_head(features).squeeze(-1), self.source_head(features))
+
+    @torch.inference_mode()
+    def crop_features(self, pixel_values: torch.Tensor | np.ndarray, autocast: bool = False) -> np.ndarray:
+        """A batch of crops -> the encoder's pooled features (B, feature_dim), float32 numpy:
+        what both heads see. Heads are linear, so an image's logits are the heads of the mean
+        of its crops' features (:mod:`aigi.embed`)."""
+        x = torch.as_tensor(pixel_values).to(self.device)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            features = self.encoder(x)
+        return features.float().cpu().numpy()
 
     @torch.inference_mode()
     def crop_logits(self, pixel_values: torch.Tensor | np.ndarray, autocast: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -68,27 +68,31 @@ def score_samples(
     """(sample, prediction) for every sample, in order; unreadable files carry ``error``.
     ``batch_size`` counts crops per forward pass; ``crops`` overrides the model's crops per image."""
     detector.eval()
-    waiting: list[tuple[Sample, ModelInput | ImageDecodeError]] = []
-
-    def flush() -> Iterator[tuple[Sample, Prediction]]:
-        inputs = [x for _, x in waiting if isinstance(x, ModelInput)]
+    inflight = max(2 * batch_size, workers * batch_size * 2)
+    for group in crop_batches(iter_decoded(samples, detector.preprocessing, workers, inflight, crops), batch_size):
+        inputs = [x for _, x in group if isinstance(x, ModelInput)]
         scores = iter(detector.score_inputs(inputs, batch_size, autocast))
-        for sample, x in waiting:
+        for sample, x in group:
             if isinstance(x, ModelInput):
                 yield sample, detector.make_prediction(x, next(scores))
             else:
                 yield sample, Prediction(sample.display, error=x.reason)
-        waiting.clear()
 
-    inflight = max(2 * batch_size, workers * batch_size * 2)
-    n_ready = 0
-    for sample, x in iter_decoded(samples, detector.preprocessing, workers, inflight, crops):
-        waiting.append((sample, x))
-        n_ready += x.n_crops if isinstance(x, ModelInput) else 0
-        if n_ready >= batch_size:
-            yield from flush()
-            n_ready = 0
-    yield from flush()
+
+def crop_batches(decoded: Iterable[tuple[Sample, ModelInput | ImageDecodeError]],
+                 batch_size: int) -> Iterator[list[tuple[Sample, ModelInput | ImageDecodeError]]]:
+    """Decoded inputs in groups of at least ``batch_size`` crops (the last may hold fewer), in order:
+    what one round of forward passes takes."""
+    group: list[tuple[Sample, ModelInput | ImageDecodeError]] = []
+    n_crops = 0
+    for sample, x in decoded:
+        group.append((sample, x))
+        n_crops += x.n_crops if isinstance(x, ModelInput) else 0
+        if n_crops >= batch_size:
+            yield group
+            group, n_crops = [], 0
+    if group:
+        yield group
 
 
 def detect(

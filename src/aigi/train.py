@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import ddp
 from .audit import warn_if_shortcut
 from .augment import LEVELS
 from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
@@ -78,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     cache_features: bool = True  # linear + no augmentation: encode each image once
     save_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    memory_mb: float = 0.0  # > 0: also write the record of training features aigi adapt replays (aigi.adapt)
     resume: bool = False
     progress: bool = True
     stop_after_steps: int | None = field(default=None, repr=False)  # tests: simulate a kill
@@ -222,32 +225,53 @@ def lr_schedule(total_steps: int, warmup: float):
 
 
 def train_step(detector: Detector, optimizer: torch.optim.Optimizer, batch: dict, source_loss_weight: float,
-               device: torch.device, autocast: bool) -> tuple[float, float]:
-    """One optimizer step on a batch of pixels (or cached features); returns (loss, binary accuracy)."""
+               device: torch.device, autocast: bool, forward: torch.nn.Module | None = None,
+               share: float = 1.0) -> tuple[float, float]:
+    """One optimizer step on a batch of pixels (or cached features); returns (loss, binary accuracy).
+
+    Under DDP (:mod:`aigi.ddp`) ``forward`` is the wrapped model and ``share`` scales this rank's
+    loss so that the averaged gradient is the global batch's mean (1.0 in one process)."""
     y, src = batch["label"].to(device), batch["source"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        if "features" in batch:
-            out = detector.heads(batch["features"].to(device))
+        features = "features" in batch
+        x = (batch["features"] if features else batch["pixels"]).to(device)
+        if forward is not None:
+            binary_logits, source_logits = forward(x, features=features)
         else:
-            out = detector(batch["pixels"].to(device))
-    binary_logits, source_logits = out.binary_logits.float(), out.source_logits.float()
+            out = detector.heads(x) if features else detector(x)
+            binary_logits, source_logits = out.binary_logits, out.source_logits
+    binary_logits, source_logits = binary_logits.float(), source_logits.float()
     loss = F.binary_cross_entropy_with_logits(binary_logits, y)
     loss = loss + source_loss_weight * F.cross_entropy(source_logits, src)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if share == 1.0 else loss * share).backward()
     optimizer.step()
     return loss.item(), ((binary_logits > 0).float() == y).float().mean().item()
+
+
+def _placeholder_batch(detector: Detector, cached: bool) -> dict:
+    """Two zero inputs (BatchNorm needs two) for a rank with no readable sample in a step; its
+    loss gets weight 0, but DDP's gradient all-reduce needs every rank's backward."""
+    crop = detector.preprocessing.crop
+    x = torch.zeros(2, detector.encoder.feature_dim) if cached else torch.zeros(2, 3, crop, crop)
+    return {"features" if cached else "pixels": x, "label": torch.zeros(2), "source": torch.zeros(2, dtype=torch.long),
+            "errors": []}
 
 
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as ``cfg`` says; returns the output directory (a loadable Detector)."""
     cfg.validate()
+    dist = ddp.from_env()  # under torchrun: this rank's place in the job (aigi.ddp)
+    main = dist.main
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last_dir = out / "last"
-    recover_interrupted_save(last_dir)
+    if main:
+        recover_interrupted_save(last_dir)
+    dist.barrier()
     if cfg.resume and not (last_dir / "state.json").exists():
-        print(f"aigi train: no checkpoint in {last_dir}; starting from scratch", file=sys.stderr)
+        if main:
+            print(f"aigi train: no checkpoint in {last_dir}; starting from scratch", file=sys.stderr)
         cfg.resume = False
     if cfg.resume:  # the run's own settings win over the command line, but for where to stop
         saved = json.loads((out / "train_config.json").read_text())
@@ -257,11 +281,11 @@ def train(cfg: TrainConfig) -> Path:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     train_set, val_set = training_data(cfg)
-    shortcut_auc = warn_if_shortcut(train_set, seed=cfg.seed)  # file properties alone separate the classes?
+    shortcut_auc = warn_if_shortcut(train_set, seed=cfg.seed) if main else None  # file properties alone separate the classes?
     detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size, native=cfg.native,
                                       crops=cfg.crops, min_side=cfg.min_side)
     configure_tuning(detector, cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = dist.device
     detector.to(device)
     autocast = use_bf16(cfg.precision, device)
     weights = epoch_weights(train_set, detector, cfg)
@@ -277,9 +301,10 @@ def train(cfg: TrainConfig) -> Path:
         state = load_checkpoint(last_dir, detector, optimizer)
         step, epoch, start_step = state["step"], state["epoch"], state["step_in_epoch"]
         best, history, n_errors = state["best"], state["history"], state["n_errors"]
-        _truncate_log(out / "log.jsonl", step)
-        print(f"aigi train: resuming {out} at epoch {epoch + 1}, step {step}", file=sys.stderr)
-    else:
+        if main:
+            _truncate_log(out / "log.jsonl", step)
+            print(f"aigi train: resuming {out} at epoch {epoch + 1}, step {step}", file=sys.stderr)
+    elif main:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         (out / "log.jsonl").write_text("")
     for group, base in zip(optimizer.param_groups, base_lrs):
@@ -287,18 +312,23 @@ def train(cfg: TrainConfig) -> Path:
     trainable, total = count_parameters(detector)
     prep = detector.preprocessing
     seen = f"{prep.crop} px native crops" if prep.native else f"whole images at {prep.crop} px"
-    print(f"aigi train: {cfg.backbone} ({cfg.tune}), {trainable:,} of {total:,} parameters trainable, "
-          f"{len(train_set):,} train / {len(val_set):,} val images ({n_draws:,} draws per epoch, {seen}), "
-          f"labels {detector.labels}, {'bf16' if autocast else 'fp32'} on {device}", file=sys.stderr)
+    procs = f", {dist.world} processes (DDP, {dist.backend})" if dist.enabled else ""
+    if main:
+        print(f"aigi train: {cfg.backbone} ({cfg.tune}), {trainable:,} of {total:,} parameters trainable, "
+              f"{len(train_set):,} train / {len(val_set):,} val images ({n_draws:,} draws per epoch, {seen}), "
+              f"labels {detector.labels}, {'bf16' if autocast else 'fp32'} on {device}{procs}", file=sys.stderr)
+    forward = dist.wrap(ddp.TrainForward(detector)) if dist.enabled else None
+    progress = cfg.progress and main
 
     images = TrainingImages(train_set, detector, cfg.augment, cfg.seed)
     train_cache = val_cache = None
     if cfg.cache_features and cfg.tune == "linear" and cfg.augment == "none":
+        # Every rank caches the whole train set (the encoder is frozen; each then draws its share).
         train_cache = FeatureCache(detector, train_set, cfg.batch_size, cfg.workers, autocast, "caching train features",
-                                   cfg.progress)
+                                   progress)
         val_cache = FeatureCache(detector, val_set, cfg.batch_size, cfg.workers, autocast, "caching val features",
-                                 cfg.progress)
-    log = open(out / "log.jsonl", "a", encoding="utf-8")
+                                 progress) if main else None
+    log = open(out / "log.jsonl" if main else os.devnull, "a", encoding="utf-8")  # rank 0 writes the log
     if train_cache is not None and not cfg.resume:  # the cache met every unreadable file already
         for path, reason in train_cache.errors:
             n_errors += 1
@@ -306,6 +336,8 @@ def train(cfg: TrainConfig) -> Path:
     started = time.time()
 
     def checkpoint(step_in_epoch: int, epoch_now: int) -> None:
+        if not main:
+            return
         save_checkpoint(last_dir, detector, optimizer, {
             "step": step, "epoch": epoch_now, "step_in_epoch": step_in_epoch,
             "best": best, "history": history, "n_errors": n_errors})
@@ -315,22 +347,35 @@ def train(cfg: TrainConfig) -> Path:
         order = draw_order(weights, n_draws, cfg.seed, epoch)
         start_draw = start_step * cfg.batch_size
         bar = tqdm(total=n_draws, initial=min(n_draws, start_draw), unit="img",
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, dynamic_ncols=True)
-        batches = (train_cache.batches(order, start_draw, cfg.batch_size) if train_cache
-                   else make_loader(images, order, epoch, start_draw, cfg.batch_size, cfg.workers))
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, dynamic_ncols=True)
+        batches = (train_cache.batches(order, start_draw, cfg.batch_size, dist.rank, dist.world) if train_cache
+                   else make_loader(images, order, epoch, start_draw, cfg.batch_size, cfg.workers, dist.rank, dist.world))
         for i, batch in enumerate(batches, start=start_step):
-            for path, reason in batch["errors"]:
+            n_local = len(batch.get("label", []))
+            errors = batch["errors"]
+            n_good, n_bad = dist.sum([n_local, len(errors)])  # the global batch's counts
+            if dist.enabled and n_bad:
+                errors = [e for rank_errors in dist.gather(errors) for e in rank_errors]
+            for path, reason in errors:
                 n_errors += 1
                 log.write(json.dumps({"event": "decode_error", "step": step, "path": path, "reason": reason}) + "\n")
-                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
-            if "label" in batch:
+                if main:
+                    tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+            if n_good:
                 for g in optimizer.param_groups:
                     g["lr"] = g["initial_lr"] * lr_factor(step)
-                loss, acc = train_step(detector, optimizer, batch, cfg.source_loss_weight, device, autocast)
+                if not n_local:  # other ranks have samples: take part with weight 0
+                    batch = _placeholder_batch(detector, train_cache is not None)
+                share = n_local * dist.world / n_good if dist.enabled else 1.0
+                loss, acc = train_step(detector, optimizer, batch, cfg.source_loss_weight, device, autocast,
+                                       forward, share)
+                if dist.enabled:  # the global batch's mean loss and accuracy
+                    loss_sum, correct = dist.sum([loss * n_local, acc * n_local])
+                    loss, acc = loss_sum / n_good, correct / n_good
                 log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss, 6), "acc": round(acc, 4),
                                       "lr": optimizer.param_groups[-1]["lr"]}) + "\n")
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
-            bar.update(len(batch.get("label", [])) + len(batch["errors"]))
+            bar.update(int(n_good + n_bad))
             step += 1
             if cfg.save_every and step % cfg.save_every == 0 and i + 1 < steps_per_epoch:
                 log.flush()
@@ -338,9 +383,13 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps:
                 log.close()
                 bar.close()
+                dist.close()
                 return out
         bar.close()
         start_step = 0
+        if not main:  # rank 0 validates and keeps the best epoch; the others go on training
+            epoch += 1
+            continue
 
         val = val_cache.metrics(detector) if val_cache else validate(detector, val_set, cfg, autocast)
         score = val["auc"] if val.get("auc") is not None else val["accuracy"]
@@ -356,10 +405,13 @@ def train(cfg: TrainConfig) -> Path:
         log.flush()
         checkpoint(0, epoch)
     log.close()
-    finish(out, cfg, train_set, val_set, {
-        "trainable_parameters": trainable, "total_parameters": total, "steps": step, "best_epoch": best["epoch"],
-        "history": history, "decode_errors": n_errors, "shortcut_audit_auc": shortcut_auc})
-    print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
+    if main:
+        finish(out, cfg, train_set, val_set, {
+            "trainable_parameters": trainable, "total_parameters": total, "steps": step, "best_epoch": best["epoch"],
+            "history": history, "decode_errors": n_errors, "shortcut_audit_auc": shortcut_auc,
+            **({"processes": dist.world, "backend": dist.backend} if dist.enabled else {})})
+        print(f"aigi train: best epoch {best['epoch'] + 1}, saved {out}", file=sys.stderr)
+    dist.close()
     return out
 
 
@@ -374,6 +426,11 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
     }
     final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors")}}
     final.save_pretrained(out)
+    if cfg.memory_mb > 0:  # pooled features of a balanced sample of train and val images, for aigi adapt
+        from .adapt import MEMORY_NAME, build_memory
+
+        build_memory(final, train_set.samples, val_set.samples, cfg.memory_mb, seed=cfg.seed, batch_size=cfg.batch_size,
+                     progress=cfg.progress, how="by aigi train").save(out / MEMORY_NAME)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -129,12 +129,18 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def global_batches(n_draws: int, start_draw: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Draw positions of each batch from ``start_draw`` on (a resumed epoch skips what it did);
+    with ``world`` processes, rank r's share of each batch is positions r, r + world, ... (aigi.ddp)."""
+    return [list(range(s, min(s + batch_size, n_draws)))[rank::world] for s in range(start_draw, n_draws, batch_size)]
+
+
 def make_loader(images: TrainingImages, order: np.ndarray, epoch: int, start_draw: int, batch_size: int,
-                workers: int) -> torch.utils.data.DataLoader:
-    """Batches of the epoch's draws from ``start_draw`` on (a resumed epoch skips what it did)."""
-    keys = [(int(i), epoch, k) for k, i in enumerate(order)][start_draw:]
+                workers: int, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    """Batches of the epoch's draws (this rank's share of each, :func:`global_batches`)."""
+    batches = [[(int(order[k]), epoch, k) for k in b] for b in global_batches(len(order), start_draw, batch_size, rank, world)]
     return torch.utils.data.DataLoader(
-        images, batch_size=batch_size, sampler=keys, collate_fn=collate,
+        images, batch_sampler=batches, collate_fn=collate,
         num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
     )
 
@@ -170,11 +176,10 @@ class FeatureCache:
         self.labels = torch.cat(labels) if labels else torch.empty(0)
         self.sources = torch.cat(sources) if sources else torch.empty(0, dtype=torch.long)
 
-    def batches(self, order: np.ndarray, start_draw: int, batch_size: int) -> Iterator[dict]:
-        """The epoch's draws as batches of cached features, in the order :func:`make_loader` uses."""
-        order = order[start_draw:]
-        for k in range(0, len(order), batch_size):
-            rows = [r for r in self.row[order[k : k + batch_size]] if r >= 0]
+    def batches(self, order: np.ndarray, start_draw: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+        """The epoch's draws as batches of cached features, as :func:`make_loader` splits them."""
+        for positions in global_batches(len(order), start_draw, batch_size, rank, world):
+            rows = [r for r in self.row[order[positions]] if r >= 0]
             if rows:
                 yield {"errors": [], "features": self.features[rows], "label": self.labels[rows], "source": self.sources[rows]}
             else:
