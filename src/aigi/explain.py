@@ -83,11 +83,10 @@ def heatmap(image: Image.Image, prediction: Prediction, threshold: float | None 
     ax.set_title(textwrap.fill(_title(prediction, threshold), 80), fontsize=9)
     cax = fig.add_axes(((img_w + 0.35) / fig_w, (margin + 0.1 * img_h) / fig_h, 0.18 / fig_w, 0.8 * img_h / fig_h))
     bar = fig.colorbar(mappable, cax=cax)
-    bar.set_label("p_fake of each crop (red: AI-like)", fontsize=8)
+    bar.set_label("p_fake of each crop (red: AI-like" + ("; grey: uncertain band)" if band else ")"), fontsize=8)
     bar.ax.tick_params(labelsize=7)
     if band is not None:
         bar.ax.axhspan(band[0], band[1], color="grey", alpha=0.45)
-        bar.ax.text(1.6, (band[0] + band[1]) / 2, "uncertain", fontsize=6, va="center", transform=bar.ax.get_yaxis_transform())
     if threshold is not None:
         bar.ax.axhline(threshold, color="black", lw=1.5)
     if not prediction.crops:

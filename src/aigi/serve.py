@@ -471,7 +471,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
             point = request_point(detector, threshold, target_fpr)
         except ValueError as e:
             raise RequestError(422, "bad_request", str(e).replace("--target-fpr", "target_fpr")
-                               .replace("--threshold", "threshold")) from None
+                               .replace("--threshold P", "threshold=P").replace("--threshold", "threshold")) from None
         from .scoring import decide
         if limiter is not None and (wait := limiter.retry_after(client_of(request, key))) is not None:
             raise RequestError(429, "rate_limited", f"over {opts.rate_limit_per_min:g} requests a minute",
