@@ -214,3 +214,39 @@ def test_serve_results_have_evidence_and_per_request_thresholds(model_dir, evide
     bad = client.post("/v1/detect?target_fpr=0.01", files=files)
     assert bad.status_code == 422 and "no held-out scores" in bad.json()["error"]["message"]
     assert client.post("/v1/detect?threshold=2", files=files).status_code == 422
+
+
+def test_training_stores_the_decision_rules(tmp_path):
+    from synthetic import make_dataset
+
+    from aigi.model import Detector
+    from aigi.train import TrainConfig, train
+
+    data = make_dataset(tmp_path / "ds", n_per_class=30, generators=("genA", "genB"))
+    out = train(TrainConfig(data=str(data), out=str(tmp_path / "m"), backbone="tiny-clip", epochs=1, batch_size=16,
+                            workers=0, progress=False, augment="none", precision="fp32", lr=1e-3))
+    config = json.loads((out / "config.json").read_text())
+    cal = config["training"]["calibration"]
+    assert cal["val_real_p_fake"] and cal["val_fake_p_fake"] and cal["val_fake_p_generator"]
+    assert config["open_set"]["threshold"] == pytest.approx(np.quantile(cal["val_fake_p_generator"], 0.05, method="lower"),
+                                                            abs=1e-6)
+    errors = sum(p >= config["threshold"] for p in cal["val_real_p_fake"]) + sum(
+        p < config["threshold"] for p in cal["val_fake_p_fake"])
+    assert ("uncertain_band" in config) == bool(errors)
+    point = Detector.from_pretrained(out).operating_point
+    assert point.open_set_threshold == config["open_set"]["threshold"]
+
+
+def test_openset_benchmark_folds_and_report():
+    from benchmarks.openset import render, split_rows
+
+    rows = [{"path": f"/d/generators-dev.zip::fake/{g}/{i}.jpg", "label": 1, "generator": g, "family": fam}
+            for g, fam in (("dalle-2", "openai"), ("sd-v1-4", "sd1")) for i in range(40)]
+    rows.append({"path": "/d/real-photos-dev.zip::real/a.jpg", "label": 0, "generator": "real", "family": "real"})
+    unknown, known, val = split_rows(rows, "openai")
+    assert len(unknown) == 40 and {r["family"] for r in known + val} == {"sd1"}
+    assert all(r["label"] == 1 for r in unknown + known + val) and len(known) + len(val) < 40
+    fold = {"n_unknown": 40, "n_known": 5, "auroc_p_generator": 0.7, "auroc_neg_entropy": None, "threshold": 0.1,
+            "unknown_flagged": 0.2, "known_kept": 0.95, "threshold_source": "stored in the model"}
+    text = render({"folds": {"openai": fold}, "small": True}, "x")
+    assert text.startswith("## Open-set attribution") and "| openai | 40 | 5 | 0.700 | n/a |" in text
