@@ -307,8 +307,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = load_datasets(args.data, splits).subset(args.max_images, args.seed)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi eval: {e}")
-    metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
-                                    autocast=_autocast(args, detector), progress=not args.quiet, crops=args.crops)
+    try:
+        metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
+                                        autocast=_autocast(args, detector), progress=not args.quiet, crops=args.crops)
+    except ValueError as e:  # nothing labelled to measure (an empty split, an unlabelled folder)
+        sys.exit(f"aigi eval: {' + '.join(args.data)} ({dataset.split}): {e}")
     metrics["data"] = dataset.summary()
     metrics["splits"] = dict(zip(args.data, splits))
     metrics["model"] = str(args.model)
