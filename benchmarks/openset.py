@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     results = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
     run = results.setdefault(recipe, {"folds": {}})
     run.update({"machine": machine(), "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-                "small": bool(args.small)})
+                "small": bool(args.small), "command": "python -m benchmarks.openset " + " ".join(sys.argv[1:])})
     bins = real_bins(rows, len(FOLD_FAMILIES))
     missing = []
     for family in folds:
@@ -165,8 +165,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 def render(run: dict, recipe: str) -> str:
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     folds = run["folds"]
-    made = f"python -m benchmarks.openset run{' --small' if run.get('small') else ' --recipe ' + recipe}"
-    lines = [SECTION, "",
+    made = run.get("command") or f"python -m benchmarks.openset run{' --small' if run.get('small') else ' --recipe ' + recipe}"
+    lines = [f"### {recipe}", "",
              f"Made by `{made}` on {run.get('machine', '?')} ({run.get('date', '?')}); raw results in "
              "`benchmarks/results/openset.json`. Per leave-one-family-out fold: the held-out family's fakes are "
              "unknown, the test-split fakes of the trained families known (see `benchmarks/openset.py`). Score: "
@@ -192,14 +192,23 @@ def render(run: dict, recipe: str) -> str:
     return "\n".join(lines)
 
 
+def render_all(results: dict) -> str:
+    """The BENCHMARKS.md section: every recipe measured, the real fold models before --small ones."""
+    recipes = sorted((r for r in results if results[r]["folds"]), key=lambda r: (results[r].get("small", False), r))
+    intro = [SECTION, "",
+             "Does the model know when a fake comes from a generator it never saw? The open-set rule "
+             "(`aigi.calibration`) names the generator `unknown` when p_generator is under the threshold that 95% of "
+             "held-out fakes of the trained generators reach.", ""]
+    return "\n".join(intro) + "\n" + "\n".join(render(results[r], r) for r in recipes)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .throughput import update_markdown
 
     results = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
-    recipe = SMALL if args.small else args.recipe
-    if recipe not in results or not results[recipe]["folds"]:
-        raise SystemExit(f"no open-set results for {recipe} in {OUT_JSON}: run `python -m benchmarks.openset run` first")
-    section = render(results[recipe], recipe)
+    if not any(run["folds"] for run in results.values()):
+        raise SystemExit(f"no open-set results in {OUT_JSON}: run `python -m benchmarks.openset run` first")
+    section = render_all(results)
     update_markdown(ROOT / "BENCHMARKS.md", section)
     print(section)
 
@@ -207,14 +216,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, func in (("run", cmd_run), ("report", cmd_report)):
-        p = sub.add_parser(name)
-        p.add_argument("--recipe", default="native-lite0", help="the generalization recipe whose fold models to score")
-        p.add_argument("--small", action="store_true", help="small models trained here instead (see the docstring)")
-        p.set_defaults(func=func)
-        if name == "run":
-            p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
-            p.add_argument("--cache", default=None, help="where the fold models are (default: $AIGI_BENCH_CACHE/generalization)")
+    p = sub.add_parser("run", help="score the fold models (or train small ones with --small)")
+    p.add_argument("--recipe", default="native-lite0", help="the generalization recipe whose fold models to score")
+    p.add_argument("--small", action="store_true", help="small models trained here instead (see the docstring)")
+    p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
+    p.add_argument("--cache", default=None, help="where the fold models are (default: $AIGI_BENCH_CACHE/generalization)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="write the BENCHMARKS.md section (every recipe measured)")
+    p.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -238,7 +238,7 @@ def test_training_stores_the_decision_rules(tmp_path):
 
 
 def test_openset_benchmark_folds_and_report():
-    from benchmarks.openset import render, split_rows
+    from benchmarks.openset import render_all, split_rows
 
     rows = [{"path": f"/d/generators-dev.zip::fake/{g}/{i}.jpg", "label": 1, "generator": g, "family": fam}
             for g, fam in (("dalle-2", "openai"), ("sd-v1-4", "sd1")) for i in range(40)]
@@ -248,5 +248,6 @@ def test_openset_benchmark_folds_and_report():
     assert all(r["label"] == 1 for r in unknown + known + val) and len(known) + len(val) < 40
     fold = {"n_unknown": 40, "n_known": 5, "auroc_p_generator": 0.7, "auroc_neg_entropy": None, "threshold": 0.1,
             "unknown_flagged": 0.2, "known_kept": 0.95, "threshold_source": "stored in the model"}
-    text = render({"folds": {"openai": fold}, "small": True}, "x")
-    assert text.startswith("## Open-set attribution") and "| openai | 40 | 5 | 0.700 | n/a |" in text
+    text = render_all({"x": {"folds": {"openai": fold}, "small": True}, "y": {"folds": {}}})
+    assert text.startswith("## Open-set attribution") and "### x" in text and "### y" not in text
+    assert "| openai | 40 | 5 | 0.700 | n/a |" in text
