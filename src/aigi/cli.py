@@ -402,10 +402,14 @@ def _check_model_loads(args: argparse.Namespace) -> None:
     happens once, and the supervisor process does not keep a copy of the model in memory."""
     import subprocess
 
-    code = ("import sys; from aigi.export import load_runtime\n"
-            "try: load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
+    # The threshold too: a --target-fpr the model cannot give fails here, not in N workers.
+    code = ("import sys; from aigi.export import load_runtime; from aigi.calibration import apply_operating_point\n"
+            "try:\n"
+            "    d = load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
+            "    apply_operating_point(d, *(float(a) if a else None for a in sys.argv[4:6]), 'model ' + sys.argv[1])\n"
             "except (FileNotFoundError, ValueError, OSError, ImportError) as e: sys.exit(str(e))")
-    child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device],
+    point = ["" if v is None else repr(v) for v in (args.threshold, args.target_fpr)]
+    child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device, *point],
                            capture_output=True, text=True)
     if child.returncode:
         sys.exit(f"aigi: cannot load model: {(child.stderr.strip().splitlines() or ['(no message)'])[-1]}")
