@@ -33,9 +33,9 @@ def test_detect_writes_csv_and_jsonl(model_dir, images, tmp_path):
         else:
             rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert len(rows) == 7
-        columns = {"path", "p_fake", "verdict", "generator", "p_generator", "error", "note"}
-        # JSON Lines rows also carry the image size and every crop's score (for heatmaps).
-        assert set(rows[0]) == (columns if suffix == ".csv" else columns | {"image_size", "crops"})
+        columns = {"path", "p_fake", "verdict", "pixel_verdict", "generator", "p_generator", "evidence", "error", "note"}
+        # JSON Lines rows also carry the reason, the image size and every crop's score (for heatmaps).
+        assert set(rows[0]) == (columns if suffix == ".csv" else columns | {"reason", "image_size", "crops"})
         if suffix == ".jsonl":
             scored = [r for r in rows if r["p_fake"] is not None]
             assert scored and all(len(r["crops"]) >= 1 and len(r["crops"][0]["box"]) == 4 for r in scored)

@@ -163,7 +163,7 @@ def test_write_report_files(tmp_path):
     assert not contains_nan(loaded)
     with open(out / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "p_fake", "verdict", "generator", "p_generator", "error", "note"]
+    assert list(rows[0]) == ["path", "p_fake", "verdict", "pixel_verdict", "generator", "p_generator", "evidence", "error", "note"]
     assert rows[1]["error"] == "corrupt" and rows[1]["p_fake"] == ""
     md = report.read_text()
     assert "# test run" in md and "](roc.png)" in md and "](confusion.png)" in md

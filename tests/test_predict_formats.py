@@ -11,7 +11,7 @@ import pytest
 from aigi import predict
 from aigi.cli import main
 from aigi.model import Prediction
-from aigi.predict import RESULT_FIELDS, ResultWriter, result_format
+from aigi.predict import FULL_FIELDS, RESULT_FIELDS, ResultWriter, result_format
 
 ROWS = [Prediction("a.png", 0.9, "ai-generated", "genA", 0.8), Prediction("b.jpg", error="corrupt")]
 
@@ -36,7 +36,7 @@ def test_json_is_one_document_written_atomically_at_close(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["path"] for r in rows] == ["a.png", "b.jpg"]
     # JSON documents also carry the image size and every crop's score (for heatmaps).
-    assert all(tuple(r) == (*RESULT_FIELDS, "image_size", "crops") for r in rows)
+    assert all(tuple(r) == FULL_FIELDS for r in rows)
     assert rows[1]["p_fake"] is None and rows[1]["error"] == "corrupt"
     assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]  # no temporary left
 
@@ -61,17 +61,17 @@ def test_stdout_gets_json_lines(capsys):
 
 def test_writers_follow_result_fields(tmp_path, monkeypatch):
     """Rows are written from RESULT_FIELDS and result_row alone: a new field needs no writer change."""
-    fields = (*RESULT_FIELDS, "evidence")
+    fields = (*RESULT_FIELDS, "extra")
     plain = predict.result_row
     monkeypatch.setattr(predict, "RESULT_FIELDS", fields)
-    monkeypatch.setattr(predict, "result_row", lambda p, crops=False: {**plain(p, crops), "evidence": "c2pa"})
+    monkeypatch.setattr(predict, "result_row", lambda p, full=False: {**plain(p, full), "extra": "c2pa"})
     for name in ("r.csv", "r.jsonl", "r.json"):
         with ResultWriter(tmp_path / name) as w:
             w.write(ROWS)
     assert tuple(next(csv.reader(open(tmp_path / "r.csv")))) == fields
-    assert list(csv.DictReader(open(tmp_path / "r.csv")))[0]["evidence"] == "c2pa"
-    assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["evidence"] == "c2pa"
-    assert json.loads((tmp_path / "r.json").read_text())[1]["evidence"] == "c2pa"
+    assert list(csv.DictReader(open(tmp_path / "r.csv")))[0]["extra"] == "c2pa"
+    assert json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["extra"] == "c2pa"
+    assert json.loads((tmp_path / "r.json").read_text())[1]["extra"] == "c2pa"
     # Resuming still recognises whole records with the wider rows.
     with ResultWriter(tmp_path / "r.csv") as w:
         assert w.done == {"a.png", "b.jpg"}
@@ -81,7 +81,7 @@ def test_detect_out_dash_writes_json_lines_to_stdout_and_the_summary_to_stderr(m
     assert main(["detect", str(images), "--model", str(model_dir), "--out", "-", "-v"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines and nothing else
-    assert len(rows) == 7 and tuple(rows[0]) == (*RESULT_FIELDS, "image_size", "crops")
+    assert len(rows) == 7 and tuple(rows[0]) == FULL_FIELDS
     assert any(r["error"] for r in rows)
     assert "7 file(s): 6 scored" in err and "verdict" in err  # -v's table went to stderr
 

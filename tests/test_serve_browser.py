@@ -140,7 +140,8 @@ def test_page_draws_the_heatmap_evidence_and_uncertainty_when_the_model_gives_th
     upload(browser, server, paths[:1])
     boxes = browser.execute_script("""
         const card = document.querySelector('#results .card');
-        const result = {path: 'photo.jpg', p_fake: 0.52, verdict: 'uncertain', generator: '', p_generator: null,
+        const result = {path: 'photo.jpg', p_fake: 0.52, verdict: 'uncertain', pixel_verdict: 'real',
+          reason: 'pixel verdict stands', generator: '', p_generator: null,
           generator_probs: {}, error: '', image_size: [640, 640], too_small: false,
           crops: [{box: [0, 0, 320, 320], p_fake: 0.1}, {box: [320, 0, 640, 320], p_fake: 0.9},
                   {box: [0, 320, 640, 640], p_fake: 0.5}],
@@ -152,6 +153,7 @@ def test_page_draws_the_heatmap_evidence_and_uncertainty_when_the_model_gives_th
     card = browser.find_element(By.CSS_SELECTOR, "#results .card")
     assert card.get_attribute("data-verdict") == "uncertain" and "Uncertain" in card.text
     assert "Stable Diffusion web UI" in card.text and "claim_generator" in card.text
+    assert "pixels alone" in card.text and "pixel verdict stands" in card.text
     assert "real 0" in card.find_element(By.CLASS_NAME, "legend").get_attribute("textContent")
     # Pixels under the second box are red-ish, under the first blue-ish: the colours follow p_fake.
     red, blue = browser.execute_script("""

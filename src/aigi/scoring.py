@@ -9,6 +9,23 @@ crops' logits**, and ``p_fake = sigmoid(mean_logit / temperature)``. The mean, n
 maximum, so that one odd patch (a flat sky, a logo) cannot decide alone; every crop's own
 ``p_fake`` is kept in ``Prediction.crops`` for the heatmap. The source head's logits are
 averaged the same way before the softmax.
+
+How a verdict is reached (:func:`decide`, the same for every runtime, file, upload and Ray row):
+
+1. **Pixel verdict** from the calibrated ``p_fake`` and the model's operating point
+   (:class:`OperatingPoint`): ``uncertain`` inside the model's uncertain band (``low <= p_fake
+   <= high``, chosen on held-out data by :func:`aigi.calibration.uncertain_band`), else
+   ``ai-generated`` at or above the threshold and ``real`` below. A model without a band never
+   abstains (except on images too small to judge).
+2. **Final verdict**: the pixel verdict combined with the file's metadata by
+   :func:`aigi.evidence.combine` (a validating C2PA AI declaration or generator parameters make
+   it ``ai-generated``; camera EXIF never changes it), with the reason. Without evidence (a PIL
+   image, or evidence switched off) the pixel verdict is final.
+3. **Generator**, for an ``ai-generated`` verdict: the source head's top generator, and
+   ``p_generator`` its probability given AI-generated; ``unknown`` when ``p_generator`` is
+   under the model's open-set threshold (:func:`aigi.calibration.open_set_threshold`).
+
+``p_fake`` is never changed by the band or the evidence.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ from .data import ImageDecodeError
 from .inputs import ModelInput, Source, load_input, source_name
 
 FAKE_VERDICT, REAL_VERDICT, UNCERTAIN_VERDICT = "ai-generated", "real", "uncertain"
+UNKNOWN_GENERATOR = "unknown"
 
 
 @dataclass
@@ -37,7 +55,7 @@ class Prediction:
 
     path: str
     p_fake: float | None = None
-    verdict: str = ""
+    verdict: str = ""  # final: the pixel verdict combined with the evidence
     generator: str = ""
     p_generator: float | None = None
     generator_probs: dict[str, float] = field(default_factory=dict)
@@ -46,9 +64,61 @@ class Prediction:
     image_size: list[int] | None = None
     too_small: bool = False
     note: str = ""
+    pixel_verdict: str = ""  # from p_fake alone (threshold and uncertain band)
+    evidence: dict | None = None  # aigi.evidence.Evidence.to_dict() of the file; None when not read
+    reason: str = ""  # why the final verdict (aigi.evidence.combine); empty without evidence
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How scores become verdicts: the threshold, the uncertain band, the open-set threshold."""
+
+    threshold: float
+    band: tuple[float, float] | None = None  # p_fake in [low, high] -> uncertain
+    open_set_threshold: float | None = None  # p_generator below this -> generator "unknown"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "OperatingPoint":
+        band = config.get("uncertain_band")
+        open_set = config.get("open_set")
+        return cls(float(config["threshold"]),
+                   (float(band["low"]), float(band["high"])) if band else None,
+                   float(open_set["threshold"]) if open_set else None)
+
+    def pixel_verdict(self, p_fake: float) -> str:
+        if self.band is not None and self.band[0] <= p_fake <= self.band[1]:
+            return UNCERTAIN_VERDICT
+        return FAKE_VERDICT if p_fake >= self.threshold else REAL_VERDICT
+
+
+def decide(prediction: Prediction, labels: Sequence[str], point: OperatingPoint) -> Prediction:
+    """Set the verdicts, reason and generator of a scored ``prediction`` (in place) by the rules of
+    the module docstring; ``p_fake``, the probabilities and the evidence are left as they are."""
+    from .evidence import combine
+
+    if prediction.error:
+        return prediction
+    if prediction.p_fake is not None:
+        prediction.pixel_verdict = point.pixel_verdict(prediction.p_fake)
+    else:
+        prediction.pixel_verdict = UNCERTAIN_VERDICT  # too small to judge
+    if prediction.evidence is not None:
+        prediction.verdict, prediction.reason = combine(prediction.pixel_verdict, prediction.p_fake, prediction.evidence)
+    else:
+        prediction.verdict, prediction.reason = prediction.pixel_verdict, ""
+    prediction.generator, prediction.p_generator = "", None
+    generators = list(labels[1:])
+    if prediction.verdict == FAKE_VERDICT and generators and prediction.generator_probs:
+        gen_probs = np.asarray([prediction.generator_probs.get(g, 0.0) for g in generators], np.float64)
+        best = int(np.argmax(gen_probs))
+        # Which generator, given that the image is AI-generated.
+        prediction.p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
+        known = point.open_set_threshold is None or prediction.p_generator >= point.open_set_threshold
+        prediction.generator = generators[best] if known else UNKNOWN_GENERATOR
+    return prediction
 
 
 @dataclass
@@ -105,6 +175,11 @@ class ScoringMixin:
         return float(self.config.get("temperature", 1.0))
 
     @property
+    def operating_point(self) -> OperatingPoint:
+        """The threshold, uncertain band and open-set threshold in this model's config."""
+        return OperatingPoint.from_config(self.config)
+
+    @property
     def generators(self) -> list[str]:
         return self.labels[1:]
 
@@ -131,37 +206,31 @@ class ScoringMixin:
         return results
 
     def make_prediction(self, model_input: ModelInput, scores: ImageScores | None) -> Prediction:
-        """An input and its scores -> a :class:`Prediction` (verdict by the stored threshold)."""
+        """An input and its scores -> a :class:`Prediction`, decided by :func:`decide` with this
+        model's operating point (and the input's evidence, when it was read)."""
         w, h = model_input.image_size
         if scores is None:
             need = getattr(self.preprocessing, "min_side", 0)
-            return Prediction(path=model_input.name, verdict=UNCERTAIN_VERDICT, image_size=[w, h], too_small=True,
-                              note=f"too small to judge: {w}x{h} px, the model needs at least {need} px per side")
-        fake = scores.p_fake >= self.threshold
-        generator, p_generator = "", None
-        if fake and len(self.labels) > 1:
-            gen_probs = scores.source_probs[1:]
-            best = int(np.argmax(gen_probs))
-            generator = self.labels[1 + best]
-            # Which generator, given that the image is AI-generated.
-            p_generator = float(gen_probs[best] / max(gen_probs.sum(), 1e-12))
-        return Prediction(
-            path=model_input.name,
-            p_fake=float(scores.p_fake),
-            verdict=FAKE_VERDICT if fake else REAL_VERDICT,
-            generator=generator,
-            p_generator=p_generator,
-            generator_probs={label: float(p) for label, p in zip(self.labels, scores.source_probs)},
-            crops=[{"box": list(b), "p_fake": float(p)} for b, p in zip(model_input.boxes, scores.crop_p_fake)],
-            image_size=[w, h],
-        )
+            prediction = Prediction(path=model_input.name, image_size=[w, h], too_small=True,
+                                    evidence=model_input.evidence,
+                                    note=f"too small to judge: {w}x{h} px, the model needs at least {need} px per side")
+        else:
+            prediction = Prediction(
+                path=model_input.name,
+                p_fake=float(scores.p_fake),
+                generator_probs={label: float(p) for label, p in zip(self.labels, scores.source_probs)},
+                crops=[{"box": list(b), "p_fake": float(p)} for b, p in zip(model_input.boxes, scores.crop_p_fake)],
+                image_size=[w, h],
+                evidence=model_input.evidence,
+            )
+        return decide(prediction, self.labels, self.operating_point)
 
     def predict(self, images: Source | Iterable[Source], batch_size: int = 32, crops: int | None = None,
-                autocast: bool = False) -> list[Prediction]:
+                autocast: bool = False, evidence: bool = True) -> list[Prediction]:
         """Score paths, encoded bytes (or ``(name, bytes)`` pairs) or PIL images, one
         :class:`Prediction` each; unreadable ones carry ``error``. ``crops`` overrides how many
-        native crops cover each image. For large folders use :func:`aigi.predict.detect`, which
-        decodes in parallel and streams."""
+        native crops cover each image; ``evidence=False`` skips reading the files' metadata.
+        For large folders use :func:`aigi.predict.detect`, which decodes in parallel and streams."""
         if _is_one_source(images):
             images = [images]
         self.eval()
@@ -176,7 +245,8 @@ class ScoringMixin:
 
         for i, item in enumerate(items):
             try:
-                pending.append((i, load_input(item, self.preprocessing, crops=crops, name=results[i].path)))
+                pending.append((i, load_input(item, self.preprocessing, crops=crops, name=results[i].path,
+                                                   evidence=evidence)))
             except ImageDecodeError as e:
                 results[i].error = e.reason
             if sum(x.n_crops for _, x in pending) >= batch_size:

@@ -75,6 +75,7 @@ class ServeOptions:
     api_keys: tuple = ()
     cors_origins: tuple = ()
     rate_limit_per_min: float = 0.0  # per client (API key, else address); 0 = off
+    evidence: bool = True  # read each upload's metadata (aigi.evidence); the verdict follows it
 
     def body_limits(self) -> BodyLimits:
         return BodyLimits(self.max_files, self.max_bytes, self.max_request_bytes, self.body_timeout_s)
@@ -94,8 +95,12 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="allow")
     path: str = Field(description="the uploaded file name")
     p_fake: Optional[float] = Field(None, description="calibrated probability that the image is AI-generated")
-    verdict: str = Field("", description="ai-generated, real, or uncertain where the model abstains; empty on error")
-    generator: str = Field("", description="the generator it most resembles (AI-generated verdicts only)")
+    verdict: str = Field("", description="ai-generated, real, or uncertain where the model abstains; the pixel "
+                                         "verdict combined with the file's metadata (evidence); empty on error")
+    pixel_verdict: str = Field("", description="the verdict from p_fake alone (threshold and uncertain band)")
+    reason: str = Field("", description="why the verdict: the evidence rule that decided, or that the pixel verdict stands")
+    generator: str = Field("", description="the generator it most resembles (AI-generated verdicts only); 'unknown' "
+                                           "when it matches none the model was trained on")
     p_generator: Optional[float] = Field(None, description="probability of that generator, given AI-generated")
     generator_probs: dict[str, float] = Field(default_factory=dict, description="probability of every source label")
     error: str = Field("", description="why the file could not be scored; empty when it was")
@@ -108,6 +113,7 @@ class Result(BaseModel):
 class DetectResponse(BaseModel):
     results: list[Result]
     threshold: float = Field(description="p_fake at or above which the verdict is ai-generated")
+    uncertain_band: Optional[list[float]] = Field(None, description="[low, high]: a p_fake inside is uncertain")
     model: str
 
 
@@ -140,6 +146,8 @@ class ModelInfo(BaseModel):
     temperature: float
     input_px: int
     backbone: Optional[str] = None
+    uncertain_band: Optional[list[float]] = Field(None, description="[low, high]: a p_fake inside is uncertain")
+    open_set_threshold: Optional[float] = Field(None, description="p_generator under this: generator 'unknown'")
 
 
 class ModelsResponse(BaseModel):
@@ -171,15 +179,29 @@ ERROR_RESPONSES = {
 # ----------------------------------------------------------------------------- scoring
 
 
-def decode_upload(detector: Any, name: str, data: bytes) -> ModelInput:
-    """Upload bytes -> the crops the model sees, exactly as for a file on disk; ImageDecodeError if not."""
-    return load_input((name, data), detector.preprocessing)
+def decode_upload(detector: Any, name: str, data: bytes, evidence: bool = True) -> ModelInput:
+    """Upload bytes -> the crops the model sees (and the file's evidence), exactly as for a file
+    on disk; ImageDecodeError if not."""
+    return load_input((name, data), detector.preprocessing, evidence=evidence)
 
 
 def predict_images(detector: Any, inputs: list[ModelInput]) -> "list[Prediction]":
     """The one call into the model: model inputs -> predictions, in one batch of their crops."""
     scores = detector.score_inputs(inputs, batch_size=max(1, sum(x.n_crops for x in inputs)))
     return [detector.make_prediction(x, s) for x, s in zip(inputs, scores)]
+
+
+def request_point(detector: Any, threshold: Optional[float] = None, target_fpr: Optional[float] = None):
+    """The operating point of one request: the model's, or its own ``threshold`` / ``target_fpr``
+    (the band re-derived around it); ValueError when the model cannot give it."""
+    from .calibration import choose_threshold, set_decision_rules
+    from .scoring import OperatingPoint
+
+    if threshold is None and target_fpr is None:
+        return detector.operating_point
+    config = {**detector.config, "threshold": choose_threshold(detector.config, threshold, target_fpr)}
+    set_decision_rules(config)
+    return OperatingPoint.from_config(config)
 
 
 def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: int = MAX_UPLOAD_BYTES,
@@ -206,11 +228,11 @@ def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: in
     return results
 
 
-def _decode_or_error(detector: Any, upload: Upload) -> Union[ModelInput, str]:
+def _decode_or_error(detector: Any, upload: Upload, evidence: bool = True) -> Union[ModelInput, str]:
     if upload.error:
         return upload.error
     try:
-        image = decode_upload(detector, upload.name, upload.data)
+        image = decode_upload(detector, upload.name, upload.data, evidence)
         upload.data = b""  # the encoded bytes are not needed while the image waits for the model
         return image
     except ImageDecodeError as e:
@@ -435,13 +457,22 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
         return ModelsResponse(models=[ModelInfo(
             name=model_name, runtime=type(detector).__name__, labels=list(detector.labels),
             generators=list(detector.labels[1:]), threshold=detector.threshold, temperature=detector.temperature,
-            input_px=detector.preprocessing.crop, backbone=config.get("backbone"))])
+            input_px=detector.preprocessing.crop, backbone=config.get("backbone"),
+            uncertain_band=list(detector.operating_point.band) if detector.operating_point.band else None,
+            open_set_threshold=detector.operating_point.open_set_threshold)])
 
     def client_of(request, key: str) -> str:
         return f"key:{key}" if key else f"ip:{request.client.host if request.client else '-'}"
 
-    async def detect(request: Request, key: str, filename: str) -> DetectResponse:
+    async def detect(request: Request, key: str, filename: str, threshold: Optional[float] = None,
+                     target_fpr: Optional[float] = None) -> DetectResponse:
         nonlocal in_flight
+        try:
+            point = request_point(detector, threshold, target_fpr)
+        except ValueError as e:
+            raise RequestError(422, "bad_request", str(e).replace("--target-fpr", "target_fpr")
+                               .replace("--threshold P", "threshold=P").replace("--threshold", "threshold")) from None
+        from .scoring import decide
         if limiter is not None and (wait := limiter.retry_after(client_of(request, key))) is not None:
             raise RequestError(429, "rate_limited", f"over {opts.rate_limit_per_min:g} requests a minute",
                                {"Retry-After": str(max(1, round(wait + 0.5)))})
@@ -458,8 +489,8 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
                 raise RequestError(400, "client_disconnected", "the client went away before the body ended") from None
             raw = not (content_type or "").lower().lstrip().startswith("multipart/")
             loop = asyncio.get_running_loop()
-            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode_or_error, detector, u)
-                                             for u in uploads))
+            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode_or_error, detector, u,
+                                                                  opts.evidence) for u in uploads))
             if raw and isinstance(decoded[0], str):
                 too_many = _over_pixel_limit(uploads[0].data)
                 raise RequestError(413 if too_many else 400, "too_many_pixels" if too_many else "unreadable",
@@ -476,22 +507,30 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
                 else:
                     prediction = next(predictions)
                     prediction.path = upload.name
+                    if point != detector.operating_point:  # this request's own threshold
+                        decide(prediction, detector.labels, point)
                     results.append(Result(**prediction.to_dict()))
-            return DetectResponse(results=results, threshold=detector.threshold, model=model_name)
+            return DetectResponse(results=results, threshold=point.threshold, model=model_name,
+                                  uncertain_band=list(point.band) if point.band else None)
         finally:
             in_flight -= 1
 
+    THRESHOLD_QUERY = Query(None, gt=0, lt=1, description="this request's threshold on p_fake (default the model's)")
+    FPR_QUERY = Query(None, gt=0, lt=1, description="this request's threshold chosen for this false-positive rate "
+                                                    "on the model's held-out reals")
     if key_digests:  # the key also names the client for the rate limit
         async def detect_keyed(request: Request, key: str = Depends(authorize),
-                               filename: str = Query("upload", max_length=1024, description="name of a raw-body image")
+                               filename: str = Query("upload", max_length=1024, description="name of a raw-body image"),
+                               threshold: Optional[float] = THRESHOLD_QUERY, target_fpr: Optional[float] = FPR_QUERY,
                                ) -> DetectResponse:
-            return await detect(request, key, filename)
+            return await detect(request, key, filename, threshold, target_fpr)
         handler = detect_keyed
     else:
         async def detect_open(request: Request,
-                              filename: str = Query("upload", max_length=1024, description="name of a raw-body image")
+                              filename: str = Query("upload", max_length=1024, description="name of a raw-body image"),
+                              threshold: Optional[float] = THRESHOLD_QUERY, target_fpr: Optional[float] = FPR_QUERY,
                               ) -> DetectResponse:
-            return await detect(request, "", filename)
+            return await detect(request, "", filename, threshold, target_fpr)
         handler = detect_open
 
     description = ("Multipart `files` (one or more images), or one image as the raw body with its Content-Type. "
@@ -560,7 +599,8 @@ def serve(detector: Any, model_name: str = "default", host: str = "127.0.0.1", p
 
 def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
                   device: str = "cpu", options: Optional[ServeOptions] = None, api_key_file: Optional[str] = None,
-                  threads: Optional[int] = None, **uvicorn_options) -> None:
+                  threads: Optional[int] = None, threshold: Optional[float] = None,
+                  target_fpr: Optional[float] = None, **uvicorn_options) -> None:
     """``workers`` processes behind one port (uvicorn's supervisor); each loads its own model
     through :func:`app_from_env`, with ``threads`` compute threads (default: see :func:`share_cores`)."""
     import uvicorn
@@ -569,7 +609,8 @@ def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int =
     options_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k != "api_keys"}
     os.environ[ENV_CONFIG] = json.dumps({
         "model": model, "runtime": runtime, "device": device, "api_key_file": api_key_file, "options": options_dict,
-        "threads": threads or share_cores(workers, opts.decode_threads)[1], "explicit_threads": threads is not None})
+        "threads": threads or share_cores(workers, opts.decode_threads)[1], "explicit_threads": threads is not None,
+        "threshold": threshold, "target_fpr": target_fpr})
     uvicorn.run("aigi.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
                 **_uvicorn_defaults(uvicorn_options))
 
@@ -583,6 +624,9 @@ def app_from_env():
         set_compute_threads(config["threads"], config["explicit_threads"])
     detector = load_runtime(config["model"], runtime=config["runtime"], device=config["device"],
                             threads=config["threads"], spinning=False)
+    from .calibration import apply_operating_point
+
+    apply_operating_point(detector, config.get("threshold"), config.get("target_fpr"), str(config["model"]))
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["options"].items()}
     if config.get("api_key_file"):
         options["api_keys"] = load_api_keys(config["api_key_file"])

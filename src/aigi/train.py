@@ -193,8 +193,10 @@ def validate(detector: Detector, dataset: ImageDataset, cfg: TrainConfig, autoca
 
     metrics, predictions = evaluate(detector, dataset, batch_size=cfg.batch_size, workers=max(1, cfg.workers),
                                     autocast=autocast, progress=False)
-    scored = [(p.p_fake, s.label) for p, s in zip(predictions, dataset.samples) if p.p_fake is not None]
-    metrics["p_fake"], metrics["y"] = [p for p, _ in scored], [y for _, y in scored]
+    scored = [(p, s.label) for p, s in zip(predictions, dataset.samples) if p.p_fake is not None]
+    metrics["p_fake"], metrics["y"] = [p.p_fake for p, _ in scored], [y for _, y in scored]
+    # The source head's probabilities, for the open-set rule of aigi.calibration.
+    metrics["generator_probs"] = [[p.generator_probs.get(k, 0.0) for k in detector.labels] for p, _ in scored]
     return metrics
 
 
@@ -419,12 +421,13 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
     """Reload the best epoch, calibrate it on validation, and record how it was made."""
     final = Detector.from_pretrained(out)
     val = validate(final, val_set, cfg, autocast=False)
-    calibration = calibrate(final, np.asarray(val["p_fake"]), np.asarray(val["y"]), cfg.target_fpr)
+    calibration = calibrate(final, np.asarray(val["p_fake"]), np.asarray(val["y"]), cfg.target_fpr,
+                            generator_probs=np.asarray(val["generator_probs"]).reshape(len(val["y"]), len(final.labels)))
     final.config["training"] = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "stop_after_steps", "resume")},
         "data": train_set.summary(), "val_data": val_set.summary(), **run, "calibration": calibration,
     }
-    final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors")}}
+    final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors", "generator_probs")}}
     final.save_pretrained(out)
     if cfg.memory_mb > 0:  # pooled features of a balanced sample of train and val images, for aigi adapt
         from .adapt import MEMORY_NAME, build_memory

@@ -57,6 +57,8 @@
     table.append(el("caption", { text: "Evidence from metadata" }));
     const body = el("tbody");
     for (const [k, v] of Object.entries(evidence)) {
+      // Empty findings (no C2PA, no texts, ...) and the file name say nothing: leave them out.
+      if (k === "name" || k === "empty" || v == null || v === "" || (typeof v === "object" && !Object.keys(v).length)) continue;
       const value = typeof v === "string" ? v : JSON.stringify(v);
       body.append(el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: value })));
     }
@@ -116,7 +118,9 @@
     const facts = el("dl", { class: "facts" });
     const fact = (k, v) => facts.append(el("dt", { text: k }), el("dd", { text: v }));
     fact("p_fake", `${fmt(r.p_fake, 4)}${threshold != null ? ` (threshold ${fmt(threshold)})` : ""}`);
-    if (r.generator) fact("generator", `${r.generator} (p ${fmt(r.p_generator)})`);
+    if (r.pixel_verdict && r.pixel_verdict !== r.verdict) fact("pixels alone", r.pixel_verdict);
+    if (r.reason) fact("why", r.reason);
+    if (r.generator) fact("generator", `${r.generator === "unknown" ? "unknown (matches no trained generator)" : r.generator} (p ${fmt(r.p_generator)})`);
     if (r.image_size) fact("size", `${r.image_size[0]} × ${r.image_size[1]} px${r.too_small ? " (smaller than the model's input)" : ""}`);
     else if (r.too_small) fact("size", "smaller than the model's input");
     info.append(facts);
