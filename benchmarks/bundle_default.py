@@ -34,12 +34,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .accuracy import ROOT, SHARED, machine
-from .generalization import (PERTURBATIONS, RECIPES, aligned_dataset, cifake_rows, load_results, score_grid, summarise,
+from .generalization import (DEFAULT_RECIPE as RECIPE, PERTURBATIONS, RECIPES, aligned_dataset, cifake_rows, load_results, score_grid, summarise,
                              write_manifest)
 
 DATA = SHARED / "data"
 BUNDLE = ROOT / "src" / "aigi" / "models" / "default"
-RECIPE = "native-lite0"
+
 HIGH_RES_FAKES = ("generators-dev.zip", "sd15-styles.zip")
 HIGH_RES_REALS = ("camera-photos-dev.zip", "real-photos-dev.zip")
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

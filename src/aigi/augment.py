@@ -45,13 +45,14 @@ def add_noise(im: Image.Image, std: float, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
 
 
-def random_crop(im: Image.Image, crop: int, rng: np.random.Generator, level: str = "robust") -> Image.Image:
+def random_crop(im: Image.Image, crop: int, rng: np.random.Generator, level: str = "robust",
+                base_scale: float = 1.0) -> Image.Image:
     """One ``crop`` x ``crop`` training crop of ``im`` at native resolution, augmented at ``level``.
 
     Order, as an image is processed before anyone crops it: rescale (0.5-1.5x) -> blur ->
     noise -> JPEG (random quality, 4:4:4 or 4:2:0) -> re-share (downscale 0.5-0.9x, JPEG
     60-90) -> the small-image rule (:func:`aigi.backbones.upscale_small`) -> a random crop ->
-    horizontal flip. Only a window a little larger than the crop needs is processed, so a
+    horizontal flip. ``base_scale`` (0.5: a model's half-size view) multiplies the rescale. Only a window a little larger than the crop needs is processed, so a
     12-megapixel photo costs what a small one does; the JPEG grid lands at a random phase
     within the crop, as in a photo cropped after it was saved.
     """
@@ -68,7 +69,7 @@ def random_crop(im: Image.Image, crop: int, rng: np.random.Generator, level: str
     resampler = RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]
     window_x, window_y, crop_x, crop_y = rng.random(4)
 
-    scale = scale if u[0] < r["rescale"] else 1.0
+    scale = (scale if u[0] < r["rescale"] else 1.0) * base_scale
     share = u[4] < r["reshare"]
     total = scale * (share_scale if share else 1.0)
     # The window, in original pixels, that still covers a crop after every rescale (+ margin

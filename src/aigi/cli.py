@@ -1,7 +1,7 @@
 """The ``aigi`` command: one verb per job, each a thin layer over the Python API.
 
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
-    aigi train DATA [--backbone B] [--tune full|last-k|lora|linear] [--epochs 12] --out DIR
+    aigi train DATA [--backbone B] [--tune full|last-k|lora|linear|probe] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split auto] --out DIR
     aigi explain IMAGE --out heat.png [--model M] [--crops N]
     aigi embed DATA... --model M --out FEATURES
@@ -275,7 +275,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
         last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
-        native=not args.resize, crops=args.crops, min_side=args.min_side, epoch_images=args.epoch_images,
+        native=not args.resize, crops=args.crops, scales=tuple(float(v) for v in args.scales.split(",")),
+        probe_l2=args.probe_l2, min_side=args.min_side, epoch_images=args.epoch_images,
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
         precision=args.precision, workers=args.workers, seed=args.seed, save_every=args.save_every,
         resume=args.resume, progress=not args.quiet, split=args.split, memory_mb=args.memory_mb,
@@ -606,7 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: trained on together)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, logs)")
     p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help=f"the encoder: {BACKBONE_HELP} (default %(default)s)")
-    p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear"], help="what to train (default %(default)s)")
+    p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear", "probe"],
+                   help="what to train: every weight, the last k blocks, LoRA adapters, the heads by SGD (linear), or "
+                        "the heads fitted to convergence on frozen features of every draw (probe) (default %(default)s)")
+    p.add_argument("--scales", default="1", help="native views, comma-separated: 1 (the image's pixels) or 1,0.5 "
+                                                "(also crops seen at half size) (default %(default)s)")
+    p.add_argument("--probe-l2", type=float, default=3e-4, help="--tune probe: L2 on the standardised head weights")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: by --tune)")

@@ -276,11 +276,12 @@ class EfficientNetLite(nn.Module):
         x = F.relu6(self._bn0(self._conv_stem(pixel_values)))
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in taps:
-                mean = global_average(x)
-                var = global_average(x * x) - mean * mean  # as sums, like global_average (ONNX)
-                stats += [mean, var.float().clamp_min(0).add(1e-6).sqrt().to(mean.dtype)]
-        head = global_average(F.relu6(self._bn1(self._conv_head(x))))
+            if i in taps:  # in float32 even under bf16 autocast: a variance is a small difference
+                x32 = x.float()
+                mean = global_average(x32)
+                var = global_average(x32 * x32) - mean * mean  # as sums, like global_average (ONNX)
+                stats += [mean, var.clamp_min(0).add(1e-6).sqrt()]
+        head = global_average(F.relu6(self._bn1(self._conv_head(x)))).float()
         return torch.cat([head, *stats], dim=1)
 
     def classify(self, pixel_values: torch.Tensor) -> torch.Tensor:

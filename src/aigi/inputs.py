@@ -10,6 +10,9 @@ Native crops (``Preprocessing.resize == "none"``, every model aigi trains):
 - At inference an image is covered by up to ``crops`` square crops on an even grid
   (:func:`crop_boxes`), each taken at the image's own pixels. Their scores are combined by
   the model (mean logit, :mod:`aigi.model`), and each crop's score is kept.
+- A model with ``scales`` (1.0, 0.5) also scores as many crops of the image seen at half size
+  (a region twice the crop, resampled to it), where the image is large enough to hold one:
+  they see more of the scene and survive a downscaled re-share. All crops' logits are averaged.
 - An image whose shorter side is under the crop size is upscaled (bicubic) until that side
   equals the crop, then treated the same way: one rule for real and fake alike. Such an image
   has no native-resolution traces to show, so it is judged on what is left.
@@ -45,6 +48,7 @@ class ModelInput:
     boxes: list[Box] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the upright image
     too_small: bool = False
+    scales: list[float] = field(default_factory=list)  # each crop's view: 1.0 native, 0.5 half size
     evidence: dict | None = None  # what the file's metadata says (aigi.evidence), when asked for
 
     @property
@@ -185,11 +189,23 @@ def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops
     if min(width, height) < preprocessing.min_side:
         empty = np.zeros((0, 3, preprocessing.crop, preprocessing.crop), np.float32)
         return ModelInput(name, empty, [], (width, height), too_small=True)
+    usable = preprocessing.usable_scales(width, height)
     if augment is not None:
-        crop_im = random_crop(im, preprocessing.crop, rng, augment)
-        return ModelInput(name, preprocessing.normalise(crop_im)[None], [], (width, height))
-    im, scale = upscale_small(im, preprocessing.crop)
-    boxes = crop_boxes(im.width, im.height, preprocessing.crop, crops or preprocessing.crops)
-    pixels = np.stack([preprocessing.normalise(im.crop(b)) for b in boxes])
-    return ModelInput(name, pixels, [_scaled_box(b, scale, width, height) for b in boxes], (width, height))
+        view = usable[int(rng.integers(len(usable)))] if len(usable) > 1 else 1.0
+        crop_im = random_crop(im, preprocessing.crop, rng, augment, base_scale=view)
+        return ModelInput(name, preprocessing.normalise(crop_im)[None], [], (width, height), scales=[view])
+    n = crops or preprocessing.crops
+    crop = preprocessing.crop
+    up, upscale = upscale_small(im, crop)
+    native = crop_boxes(up.width, up.height, crop, n)
+    boxes = [_scaled_box(b, upscale, width, height) for b in native]
+    arrays = [preprocessing.normalise(up.crop(b)) for b in native]
+    scales = [1.0] * len(boxes)
+    for view in usable[1:]:  # a region of crop / view px, resampled to the crop
+        side = round(crop / view)
+        for b in crop_boxes(width, height, side, n):
+            boxes.append(b)
+            arrays.append(preprocessing.normalise(im.resize((crop, crop), Image.Resampling.BICUBIC, box=b)))
+            scales.append(view)
+    return ModelInput(name, np.stack(arrays), boxes, (width, height), scales=scales)
 

@@ -72,7 +72,8 @@ class Detector(ScoringMixin, nn.Module):
 
     @classmethod
     def from_backbone(cls, backbone: str, generators: Sequence[str], image_size: int | None = None,
-                      native: bool = True, crops: int = 4, min_side: int = 32) -> "Detector":
+                      native: bool = True, crops: int = 4, min_side: int = 32,
+                      scales: Sequence[float] = (1.0,)) -> "Detector":
         """A new detector on a pretrained backbone, with freshly initialised heads.
 
         ``native``: the model sees ``image_size`` px crops at the image's own pixels (default
@@ -80,7 +81,7 @@ class Detector(ScoringMixin, nn.Module):
         whole image resized, as the backbone's own preprocessing says (aigi 0.1's models)."""
         encoder, prep = load_backbone(backbone, image_size=image_size)
         if native:
-            prep = prep.native_crops(image_size or prep.crop, crops=crops, min_side=min_side)
+            prep = prep.native_crops(image_size or prep.crop, crops=crops, min_side=min_side, scales=tuple(scales))
         return cls(encoder, prep, [REAL, *sorted(generators)], {"backbone": backbone})
 
     @classmethod

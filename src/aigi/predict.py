@@ -190,7 +190,7 @@ def result_row(p: Prediction, full: bool = False) -> dict:
         row["reason"] = p.reason
         row["evidence"] = p.evidence
         row["image_size"] = p.image_size
-        row["crops"] = [{"box": c["box"], "p_fake": round(c["p_fake"], 6)} for c in p.crops]
+        row["crops"] = [{"box": c["box"], "p_fake": round(c["p_fake"], 6), "scale": c.get("scale", 1.0)} for c in p.crops]
     return row
 
 

@@ -39,8 +39,12 @@ class Preprocessing:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     resample: int = Image.Resampling.BICUBIC
-    crops: int = 1  # crops scored per image by default (native mode; ``aigi detect --crops``)
+    crops: int = 1  # crops scored per image and scale by default (native mode; ``aigi detect --crops``)
     min_side: int = 0  # shorter side below this: too small to judge (native mode)
+    # Native mode: 1.0 is the image's own pixels; 0.5 adds crops of the image seen at half size
+    # (a region twice the crop, resampled to it), which see more of the scene and survive a
+    # downscaled re-share. A scale is used only where the image holds a whole crop at it.
+    scales: tuple[float, ...] = (1.0,)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +53,7 @@ class Preprocessing:
     def from_dict(cls, d: dict) -> "Preprocessing":
         d = dict(d)
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        d["scales"] = tuple(float(v) for v in d.get("scales", (1.0,)))
         if d.get("resize", "shortest_edge") not in RESIZE_MODES:
             raise ValueError(f"unknown preprocessing resize {d['resize']!r} (known: {', '.join(RESIZE_MODES)})")
         return cls(**d)
@@ -57,9 +62,16 @@ class Preprocessing:
     def native(self) -> bool:
         return self.resize == NATIVE
 
-    def native_crops(self, crop: int, crops: int = 1, min_side: int = 32) -> "Preprocessing":
-        """The same normalisation, as ``crop`` px native-resolution crops."""
-        return replace(self, size=crop, crop=crop, resize=NATIVE, crops=crops, min_side=min_side)
+    def native_crops(self, crop: int, crops: int = 1, min_side: int = 32,
+                     scales: tuple[float, ...] = (1.0,)) -> "Preprocessing":
+        """The same normalisation, as ``crop`` px native-resolution crops (at ``scales``)."""
+        if not scales or scales[0] != 1.0 or any(not 0 < s <= 1 for s in scales):
+            raise ValueError(f"scales must start with 1.0 (the image's own pixels) and lie in (0, 1], got {scales}")
+        return replace(self, size=crop, crop=crop, resize=NATIVE, crops=crops, min_side=min_side, scales=tuple(scales))
+
+    def usable_scales(self, width: int, height: int) -> list[float]:
+        """The scales at which a ``width`` x ``height`` image holds a whole crop (1.0 always)."""
+        return [s for s in self.scales if s == 1.0 or min(width, height) * s >= self.crop]
 
     def with_size(self, size: int) -> "Preprocessing":
         """The same recipe at another input size. Native crops just change side; a resize recipe

@@ -48,7 +48,8 @@ UNKNOWN_GENERATOR = "unknown"
 class Prediction:
     """The result for one image. ``error`` is set (and scores are empty) when it could not be read.
 
-    ``crops`` holds each scored crop as ``{"box": [left, top, right, bottom], "p_fake": p}``
+    ``crops`` holds each scored crop as ``{"box": [left, top, right, bottom], "p_fake": p, "scale": s}``
+    (``scale`` 1.0: native pixels; 0.5: the region seen at half size)
     in the pixels of the upright image (``image_size`` = [width, height]). ``too_small`` images
     (shorter side under the model's ``min_side``) get no score: verdict ``uncertain`` and a ``note``.
     """
@@ -219,7 +220,8 @@ class ScoringMixin:
                 path=model_input.name,
                 p_fake=float(scores.p_fake),
                 generator_probs={label: float(p) for label, p in zip(self.labels, scores.source_probs)},
-                crops=[{"box": list(b), "p_fake": float(p)} for b, p in zip(model_input.boxes, scores.crop_p_fake)],
+                crops=[{"box": list(b), "p_fake": float(p), "scale": sc} for b, p, sc in
+                       zip(model_input.boxes, scores.crop_p_fake, model_input.scales or [1.0] * len(model_input.boxes))],
                 image_size=[w, h],
                 evidence=model_input.evidence,
             )

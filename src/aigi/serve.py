@@ -87,6 +87,7 @@ class ServeOptions:
 class Crop(BaseModel):
     box: list[Union[int, float]] = Field(description="[x0, y0, x1, y1] in the image's pixel coordinates")
     p_fake: float
+    scale: float = Field(1.0, description="1.0: the image's own pixels; 0.5: this region seen at half size")
 
 
 class Result(BaseModel):

@@ -43,9 +43,10 @@ from .calibration import calibrate, fit_temperature, threshold_for_fpr  # noqa: 
 from .checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from .data import SPLITS, ImageDataset, load_datasets
 from .model import Detector
+from .probe import train_probe
 from .trainset import FeatureCache, TrainingImages, draw_order, draw_weights, image_side, make_loader
 
-TUNE_MODES = ("full", "last-k", "lora", "linear")
+TUNE_MODES = ("full", "last-k", "lora", "linear", "probe")
 
 
 @dataclass
@@ -67,6 +68,8 @@ class TrainConfig:
     native: bool = True  # native-resolution crops (False: the whole image resized, as aigi 0.1 did)
     crops: int = 4  # crops per image when the model scores (stored with the model)
     min_side: int = 32  # images smaller than this are too small to judge
+    scales: tuple[float, ...] = (1.0,)  # native views: 1.0 the image's pixels, 0.5 half size as well
+    probe_l2: float = 3e-4  # --tune probe: L2 on the standardised features' head weights
     augment: str = "light"
     epoch_images: int | None = None  # draws per epoch (default: the train set's size)
     small_share: float = 0.2  # share of draws from images smaller than the crop (both bands present)
@@ -90,7 +93,7 @@ class TrainConfig:
             return self.lr
         if self.backbone in FROM_SCRATCH_BACKBONES:
             return 5e-4  # random initial weights: nothing to preserve
-        return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0}[self.tune]
+        return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0, "probe": 0.0}[self.tune]
 
     def validate(self) -> None:
         if self.tune not in TUNE_MODES:
@@ -154,7 +157,7 @@ def configure_tuning(detector: Detector, cfg: TrainConfig) -> None:
     encoder = detector.encoder
     if cfg.tune == "full":
         encoder.requires_grad_(True)
-    elif cfg.tune == "linear":
+    elif cfg.tune in ("linear", "probe"):
         encoder.requires_grad_(False)
     elif cfg.tune == "last-k":
         encoder.requires_grad_(False)
@@ -285,7 +288,7 @@ def train(cfg: TrainConfig) -> Path:
     train_set, val_set = training_data(cfg)
     shortcut_auc = warn_if_shortcut(train_set, seed=cfg.seed) if main else None  # file properties alone separate the classes?
     detector = Detector.from_backbone(cfg.backbone, train_set.generators, cfg.image_size, native=cfg.native,
-                                      crops=cfg.crops, min_side=cfg.min_side)
+                                      crops=cfg.crops, min_side=cfg.min_side, scales=cfg.scales)
     configure_tuning(detector, cfg)
     device = dist.device
     detector.to(device)
@@ -323,6 +326,13 @@ def train(cfg: TrainConfig) -> Path:
     progress = cfg.progress and main
 
     images = TrainingImages(train_set, detector, cfg.augment, cfg.seed)
+    if cfg.tune == "probe":  # frozen encoder, heads fitted to convergence (aigi.probe)
+        if dist.enabled:
+            raise ValueError("--tune probe runs in one process (its encoder only runs forward); drop torchrun")
+        run = train_probe(detector, images, weights, cfg, out, autocast, progress)
+        finish(out, cfg, train_set, val_set, {"trainable_parameters": trainable, "total_parameters": total,
+                                              "shortcut_audit_auc": shortcut_auc, **run})
+        return out
     train_cache = val_cache = None
     if cfg.cache_features and cfg.tune == "linear" and cfg.augment == "none":
         # Every rank caches the whole train set (the encoder is frozen; each then draws its share).
