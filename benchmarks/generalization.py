@@ -96,8 +96,8 @@ RECIPES: dict[str, tuple[str, dict, dict]] = {
         dict(aligned=True, cifake=6000)),
     "cnn-scratch": (
         "small CNN from scratch on 32 px whole images (the accuracy benchmark's baseline recipe)",
-        dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=10, lr=1e-3, batch_size=64,
-             augment="light", workers=1, max_val_images=600),
+        dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=10, epoch_images=4000, lr=1e-3,
+             batch_size=64, augment="light", workers=1, max_val_images=600),
         dict(aligned=False, cifake=6000)),
 }
 DEFAULT_RECIPE = "probe-stats"  # the bundled default model's recipe (benchmarks/bundle_default.py)
