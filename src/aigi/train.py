@@ -70,6 +70,7 @@ class TrainConfig:
     min_side: int = 32  # images smaller than this are too small to judge
     scales: tuple[float, ...] = (1.0,)  # native views: 1.0 the image's pixels, 0.5 half size as well
     probe_l2: float = 3e-4  # --tune probe: L2 on the standardised features' head weights
+    probe_features: str | None = None  # --tune probe: reuse an earlier probe run's encoded draws (aigi.probe)
     augment: str = "light"
     epoch_images: int | None = None  # draws per epoch (default: the train set's size)
     small_share: float = 0.2  # share of draws from images smaller than the crop (both bands present)

@@ -116,7 +116,7 @@ class TrainingImages(torch.utils.data.Dataset):
         except ImageDecodeError as e:
             return {"error": e.reason, "path": sample.display}
         return {"pixels": torch.from_numpy(x.pixels[0]), "label": float(sample.label),
-                "source": self.source_index.get(sample.generator, 0)}
+                "source": self.source_index.get(sample.generator, 0), "index": i}
 
 
 def collate(items: list[dict]) -> dict:
@@ -126,6 +126,7 @@ def collate(items: list[dict]) -> dict:
         batch["pixels"] = torch.stack([x["pixels"] for x in good])
         batch["label"] = torch.tensor([x["label"] for x in good])
         batch["source"] = torch.tensor([x["source"] for x in good])
+        batch["index"] = torch.tensor([x["index"] for x in good])
     return batch
 
 
