@@ -73,10 +73,11 @@ RECIPES: dict[str, tuple[str, dict, dict]] = {
     "probe-stats": (
         "frozen EfficientNet-Lite0 (ImageNet) with per-block mean/std statistics; linear heads fitted by L-BFGS on "
         "standardised features of 24,000 balanced, robustly augmented draws (--tune probe); 224 px crops at native "
-        "and half scale, 2 of each per image; aligned fakes and a CIFAKE sample",
+        "and half scale, 2 of each per image; aligned fakes and a CIFAKE sample; threshold: at most 3% of the "
+        "validation reals flagged (--target-fpr 0.03)",
         dict(backbone="efficientnet-lite0-stats", tune="probe", image_size=224, crops=2, scales=(1.0, 0.5), epochs=6,
              epoch_images=4000, batch_size=64, augment="robust", small_share=0.15, workers=1, max_val_images=600,
-             probe_l2=3e-4),
+             probe_l2=3e-4, target_fpr=0.03),
         dict(aligned=True, cifake=6000)),
     "native-lite0": (
         "EfficientNet-Lite0 (ImageNet) fine-tuned on 224 px native crops, robust augmentation, balanced draws, "
@@ -237,13 +238,23 @@ def perturb(im: Image.Image, name: str) -> Image.Image:
 # ----------------------------------------------------------------------------- scoring
 
 
-def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: dict | None = None) -> dict:
+    """AUC, TPR at 1% / 5% FPR of these reals, rates at the stored threshold, ECE, and (for a model
+    with an uncertain band) the share of images in the band and of threshold errors it holds."""
     from sklearn.metrics import roc_auc_score
+
+    from aigi.evaluate import expected_calibration_error
 
     real, fake = p[y == 0], p[y == 1]
     out = {"n_real": int(len(real)), "n_fake": int(len(fake)), "auc": None, "tpr_at_1fpr": None, "tpr_at_5fpr": None,
            "real_fpr": float((real >= threshold).mean()) if len(real) else None,
-           "fake_recall": float((fake >= threshold).mean()) if len(fake) else None}
+           "fake_recall": float((fake >= threshold).mean()) if len(fake) else None,
+           "ece": expected_calibration_error(y, p) if len(p) else None}
+    if band and band.get("low") is not None and len(p):
+        inside = (p >= band["low"]) & (p <= band["high"])
+        wrong = (p >= threshold) != (y == 1)
+        out["band_share"] = float(inside.mean())
+        out["band_error_share"] = float(inside[wrong].mean()) if wrong.any() else None
     if len(real) and len(fake):
         out["auc"] = float(roc_auc_score(y, p))
         for name, fpr in (("tpr_at_1fpr", 0.01), ("tpr_at_5fpr", 0.05)):
@@ -268,7 +279,7 @@ def score_grid(detectors: dict, rows: list[dict], work: Path, perturbations=PERT
             preds = detector.predict(perturbed, batch_size=32)
             p = np.array([np.nan if q.p_fake is None else q.p_fake for q in preds])
             ok = ~np.isnan(p)
-            out[name][pert] = fold_metrics(y[ok], p[ok], detector.threshold)
+            out[name][pert] = fold_metrics(y[ok], p[ok], detector.threshold, detector.config.get("uncertain_band"))
     return out
 
 
@@ -313,6 +324,18 @@ def train_recipe(recipe: str, rows: list[dict], out: Path, progress: bool = Fals
     return model
 
 
+def load_recipe_model(recipe: str, model: Path):
+    """A recipe's trained model at the recipe's operating point: ``target_fpr`` sets the threshold from
+    the model's stored validation reals, exactly as training with it does (so a run made before the
+    recipe named one is scored as if it had)."""
+    from aigi.calibration import apply_operating_point
+    from aigi.model import Detector
+
+    detector = Detector.from_pretrained(model)
+    apply_operating_point(detector, target_fpr=RECIPES[recipe][1].get("target_fpr"))
+    return detector
+
+
 def pool_run(recipe: str, rows: list[dict]) -> Path | None:
     """A probe recipe's run on every row, whose encoded draws each fold reuses (``--probe-features``:
     a fold keeps the rows of its own train images, importance-weighted to its own balance; the
@@ -326,7 +349,6 @@ def pool_run(recipe: str, rows: list[dict]) -> Path | None:
 
 def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], work: Path, baseline: bool,
              pool: Path | None) -> dict:
-    from aigi.model import Detector
 
     train_rows, held = fold_rows(rows, family, bin_groups)
     result = {"family": family, "real_groups": bin_groups, "n_train": len(train_rows),
@@ -339,7 +361,7 @@ def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], 
     for name, (data_rows, extra) in models.items():
         started = time.time()
         model = train_recipe(name, data_rows, work / f"{name}-{family}", **extra)
-        detectors[name] = Detector.from_pretrained(model)
+        detectors[name] = load_recipe_model(name, model)
         result[name] = {"train_s": round(time.time() - started, 1), "threshold": detectors[name].threshold}
     old = old_default()
     if old is not None:

@@ -107,4 +107,10 @@ def test_bundled_default_model_scores_images_of_any_size():
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
     results = detector.predict(images)
-    assert all(r.error == "" and 0 <= r.p_fake <= 1 for r in results)
+    assert all(r.error == "" for r in results)
+    min_side = detector.preprocessing.min_side
+    for (w, h), r in zip(sizes, results):
+        if min(w, h) < min_side:  # too small to judge: said so, never a score
+            assert r.too_small and r.p_fake is None and r.verdict == "uncertain" and "too small" in r.note
+        else:
+            assert not r.too_small and 0 <= r.p_fake <= 1 and r.verdict in ("real", "ai-generated", "uncertain")
