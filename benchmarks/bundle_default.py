@@ -254,12 +254,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
+    from aigi.splits import manifest_roots
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     if not args.card_only:
         model = work / "model" if args.skip_training else train_recipe(RECIPE, all_rows(RECIPE), work, progress=True)
         detector = load_recipe_model(RECIPE, model)
+        data = detector.config["training"]["data"]  # a run made before aigi recorded the manifest's datasets
+        data.setdefault("roots", manifest_roots(str(work / "train.csv")))
         results = evaluate_default(detector, work)
         detector.config.setdefault("metrics", {})["test"] = results
         if BUNDLE.exists():

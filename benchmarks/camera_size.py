@@ -60,7 +60,7 @@ def render(data: dict) -> str:
         SECTION, "",
         f"`{data['command']}` on {data['machine']['cpu']}, {data['machine']['cores']} cores, {data['date']}{flag}. "
         f"{r['images']} synthetic 4000 x 3000 JPEGs (quality 92, 4:2:0, a third stored sideways with an EXIF "
-        f"orientation), model `{data['model']}` ({data['crops']} crops of {data['crop']} px per image, "
+        f"orientation), model `{data['model']}` ({data['crops']} crops of {data['crop']} px per image, at scales 1 and 0.5 where the model has both, "
         f"{data['precision']}).", "",
         "| img/s (first to last prediction) | img/s incl. start-up | start-up s | peak RSS MB | other CPU | target |",
         "|---:|---:|---:|---:|---:|---|",
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(10)
         data = {"benchmark": "camera_size", "date": time.strftime("%Y-%m-%d"),
                 "command": " ".join(["python -m benchmarks.camera_size", *(sys.argv[1:] if argv is None else argv)]),
-                "machine": machine_info(), "model": args.model, "crops": prep.crops, "crop": prep.crop,
+                "machine": machine_info(), "model": args.model, "crops": prep.crops * len(prep.scales), "crop": prep.crop,
                 "precision": args.runtime, "run": record}
         OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
         OUT_JSON.write_text(json.dumps(data, indent=2) + "\n")

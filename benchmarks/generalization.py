@@ -427,6 +427,10 @@ def render(results: dict, recipe: str) -> str:
              f"({run.get('date', '?')}); raw results in `benchmarks/results/generalization.json`. Recipe: {run['what']}.",
              "Each fold trains without one generator family and one group of real photos (camera makes or "
              "photo sets), and is scored on exactly those; see the module docstring of `benchmarks/generalization.py`.",
+             f"Folds measured: {len(run['folds'])} of {len(FOLD_FAMILIES)}"
+             + (f" (not yet: {', '.join(f for f in FOLD_FAMILIES if f not in run['folds'])}; the mean is over the "
+                "measured folds only, and a fold with a handful of fakes weighs as much as one with seventy)."
+                if len(run["folds"]) < len(FOLD_FAMILIES) else "."),
              "", "### Per fold (no perturbation)", "",
              "| held-out family | fakes | held-out reals | reals | " + " | ".join(f"{m}: AUC / TPR@1% / TPR@5% / real FPR" for m in models) + " |",
              "|---|---:|---|---:|" + "---|" * len(models)]

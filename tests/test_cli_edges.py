@@ -41,6 +41,14 @@ def test_split_rule(tmp_path, data):
     manifest = tmp_path / "train.csv"  # a training manifest naming dataset::member rows
     manifest.write_text(f"path,label\n{tmp_path / 'pack.zip'}::real/a.jpg,0\n")
     assert resolve_splits([str(tmp_path / "pack.zip")], {"training": {"data": {"source": str(manifest)}}})[0][0] == "test"
+    # Training records the manifest's datasets, so the rule holds where the manifest is gone.
+    from aigi.train import TrainConfig, data_record
+
+    record = data_record(TrainConfig(data=str(manifest)), type("Set", (), {"summary": lambda self: {}})())
+    assert record["roots"] == [str(tmp_path / "pack.zip")]
+    manifest.unlink()
+    gone = {"training": {"data": {"source": str(manifest), **record}}}
+    assert resolve_splits(["/somewhere/else/pack.zip"], gone)[0][0] == "test"  # matched by name
 
 
 def test_eval_scores_all_of_unseen_data_and_the_test_split_of_training_data(model_dir, data, tmp_path, capsys):

@@ -23,15 +23,18 @@ SPLIT_CHOICES = (AUTO, *SPLITS)
 def training_sources(config: dict) -> list[str]:
     """The datasets a model's config says it was trained on (paths as written at training time),
     with the dataset roots named by the rows of a training CSV manifest."""
-    source = (((config.get("training") or {}).get("data") or {}).get("source")) or ""
+    data = (config.get("training") or {}).get("data") or {}
+    source = data.get("source") or ""
     sources = [s.strip() for s in source.split(" + ") if s.strip()]
+    sources += list(data.get("roots") or [])  # recorded at training time: the manifest may not travel
     for s in list(sources):
         if s.lower().endswith(".csv") and os.path.isfile(s):
-            sources += _manifest_roots(s)
+            sources += manifest_roots(s)
     return list(dict.fromkeys(sources))
 
 
-def _manifest_roots(manifest: str) -> list[str]:
+def manifest_roots(manifest: str) -> list[str]:
+    """The datasets a CSV manifest's ``dataset::member`` rows draw on (none for plain paths)."""
     base = os.path.dirname(os.path.abspath(manifest))
     roots: dict[str, None] = {}
     try:

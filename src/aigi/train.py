@@ -428,6 +428,19 @@ def train(cfg: TrainConfig) -> Path:
     return out
 
 
+def data_record(cfg: TrainConfig, train_set: ImageDataset) -> dict:
+    """The train set's summary, plus the datasets a CSV manifest drew on (``roots``), so that the
+    split rule still knows them where the manifest itself is not shipped with the model."""
+    from .splits import manifest_roots
+
+    data = train_set.summary()
+    sources = cfg.data if isinstance(cfg.data, list) else [cfg.data]
+    roots = [r for s in sources if str(s).lower().endswith(".csv") for r in manifest_roots(str(s))]
+    if roots:
+        data["roots"] = list(dict.fromkeys(roots))
+    return data
+
+
 def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageDataset, run: dict) -> None:
     """Reload the best epoch, calibrate it on validation, and record how it was made."""
     final = Detector.from_pretrained(out)
@@ -436,7 +449,7 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
                             generator_probs=np.asarray(val["generator_probs"]).reshape(len(val["y"]), len(final.labels)))
     final.config["training"] = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "stop_after_steps", "resume")},
-        "data": train_set.summary(), "val_data": val_set.summary(), **run, "calibration": calibration,
+        "data": data_record(cfg, train_set), "val_data": val_set.summary(), **run, "calibration": calibration,
     }
     final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors", "generator_probs")}}
     final.save_pretrained(out)
