@@ -162,6 +162,9 @@ def model_card(config: dict, results: dict, size_mb: float, train_s: float, comp
                        for name, c in results["first_images"].items())
     ci = results["cifake_test"]
     counts = t["data"]["per_source"]
+    val_counts = t.get("val_data", {}).get("per_source", {})
+    val_aligned_share = (sum(v for k, v in val_counts.items() if k.startswith("aligned-"))
+                         / max(1, t.get("val_data", {}).get("n_fake", 0)))
     per_source = json.dumps(counts)
     n_aligned, n_high_res_real = composition.get("aligned", 0), composition.get("real", 0)
     n_high_res_fake = sum(v for k, v in composition.items() if k not in ("aligned", "real", "cifake"))
@@ -176,7 +179,7 @@ on {time.strftime('%Y-%m-%d')} ({machine()}; encoding the draws and fitting the 
   **frozen**; its features are the mean and standard deviation of every block's activations (`{config['backbone']}`,
   {t.get('probe', {}).get('feature_dim', '?')} numbers per crop: noise and texture statistics at every depth, not
   only the pooled semantic ones). Heads: binary real / AI-generated, and source over {len(config['labels'])} labels
-  (real, the training generators, and the aligned fakes' autoencoders), fitted by L-BFGS to convergence on the
+  (real, the training generators, and the aligned fakes' autoencoders), fitted by full-batch L-BFGS ({t.get('probe', {}).get('evaluations', '?')} evaluations) on the
   standardised features of every augmented training draw (`--tune {t['config']['tune']}`, L2
   {t['config'].get('probe_l2')}; aigi.probe), the standardisation folded into the heads.
 - Input: **{prep['crop']} px crops at the image's own pixels**, never a shrunk whole image: up to {prep['crops']}
@@ -189,7 +192,9 @@ on {time.strftime('%Y-%m-%d')} ({machine()}; encoding the draws and fitting the 
 - Calibration: temperature {config.get('temperature', 1.0):.3f}, fitted on the validation splits
   ({cal.get('n_val_real', '?')} reals, {cal.get('n_val_fake', '?')} fakes); threshold {config['threshold']:.3f};
   uncertain band {config.get('uncertain_band', {}).get('low', 'n/a')}-{config.get('uncertain_band', {}).get('high', 'n/a')}
-  (the narrowest band around the threshold holding half of the validation errors).
+  (the narrowest band around the threshold holding half of the validation errors). {val_aligned_share:.0%} of the
+  validation fakes are aligned fakes, which are harder than real generators' images: they push the
+  temperature up and the scores toward 0.5 (see the ECE on the test split below).
 
 ## Training data
 Train splits (sha1 rule; aligned pairs follow their real photo) of ../shared/data and the aligned fakes of the
