@@ -120,18 +120,9 @@ def train_composition(work: Path) -> dict[str, int]:
     from collections import Counter
 
     from aigi.data import load_dataset
+    from aigi.probe import image_key, path_key
 
-    import os
-
-    from aigi.probe import image_key
-
-    def row_key(path: str) -> str:  # what image_key gives the sample a manifest row becomes
-        where, sep, member = path.partition("::")
-        if sep and os.path.isdir(where):  # a member of a folder dataset is a plain file
-            return os.path.realpath(os.path.join(where, member))
-        return f"{os.path.realpath(where)}::{member}" if sep else os.path.realpath(path)
-
-    family = {row_key(r["path"]): r["family"] for r in all_rows(RECIPE)}
+    family = {path_key(r["path"]): r["family"] for r in all_rows(RECIPE)}
     return dict(Counter(family.get(image_key(s), "other") for s in load_dataset(work / "train.csv", "train").samples))
 
 

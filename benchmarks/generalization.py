@@ -349,7 +349,6 @@ def pool_run(recipe: str, rows: list[dict]) -> Path | None:
 
 def run_fold(recipe: str, family: str, bin_groups: list[str], rows: list[dict], work: Path, baseline: bool,
              pool: Path | None) -> dict:
-
     train_rows, held = fold_rows(rows, family, bin_groups)
     result = {"family": family, "real_groups": bin_groups, "n_train": len(train_rows),
               "held_out": {"n_fake": sum(r["label"] for r in held), "n_real": sum(1 - r["label"] for r in held)}}

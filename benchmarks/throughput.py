@@ -488,7 +488,6 @@ def bf16_supported(detector, batch) -> tuple[bool, str, float | None]:
 
 
 def bench_model(name: str, args: argparse.Namespace, tmp: Path, images: list[Path]) -> dict:
-
     from aigi.export import OnnxDetector, ensure_onnx
     from aigi.model import Detector
 

@@ -47,11 +47,26 @@ if TYPE_CHECKING:
 FEATURE_FIELDS = ("backbone", "tune", "image_size", "native", "min_side", "scales", "augment", "seed", "precision")
 
 
+def path_key(path: str) -> str:
+    """Where the bytes named ``path`` are (a file, ``zip::member`` or ``folder::member``, as a
+    manifest row or :attr:`Sample.display` writes it), the same however a dataset named them."""
+    import os
+
+    where, sep, member = path.partition("::")
+    if sep and os.path.isdir(where):  # a member of a folder dataset is a plain file
+        return os.path.realpath(os.path.join(where, member))
+    return f"{os.path.realpath(where)}::{member}" if sep else os.path.realpath(path)
+
+
 def image_key(sample) -> str:
-    """Where a sample's bytes are, the same however a dataset named it (folder, manifest, zip)."""
+    """The key :func:`path_key` gives the name of this sample."""
     import os
 
     return f"{os.path.realpath(sample.archive)}::{sample.path}" if sample.archive else os.path.realpath(sample.path)
+
+
+def _draw_probability(weights: np.ndarray) -> np.ndarray:
+    return np.asarray(weights, np.float64) / np.sum(weights)
 
 
 def _config_key(cfg: "TrainConfig") -> str:
@@ -83,7 +98,7 @@ def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarr
     detector.eval()
     parts, errors = [], []
     key = _config_key(cfg)
-    probability = np.asarray(weights, np.float64) / np.sum(weights)
+    probability = _draw_probability(weights)
     for epoch in range(cfg.epochs):
         path = work / f"probe-{epoch}.safetensors"
         if path.exists() and _saved_metadata(path).get("train_config") == key:  # this very run's: resume here
@@ -134,7 +149,7 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
     if differ:
         raise ValueError(f"{root}: its draws were encoded with other {', '.join(differ)} than this run's "
                          f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}): they cannot be reused")
-    probability = np.asarray(weights, np.float64) / np.sum(weights)
+    probability = _draw_probability(weights)
     mine_index = {image_key(s): i for i, s in enumerate(images.samples)}
     source_index = {label: i for i, label in enumerate(detector.labels)}
     xs, ys, ss, ws, seen = [], [], [], [], set()
@@ -147,8 +162,8 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
         seen.update(here[keep].tolist())
         xs.append(part["features"].double().numpy()[keep])
         ys.append(part["label"].double().numpy()[keep])
-        ss.append(np.array([source_index.get(labels[j], -1) if j >= 0 else -1
-                            for j in part["source"].long().tolist()], np.int64)[keep])
+        remap = np.array([source_index.get(label, -1) for label in labels], np.int64)  # its labels -> this run's
+        ss.append(remap[part["source"].long().numpy()][keep])
         ws.append(probability[here[keep]] / part["draw_probability"].double().numpy()[keep])
     w = np.concatenate(ws)
     record = {"reused_from": str(root), "rows_reused": int(len(w)), "train_images_never_drawn": int(len(images) - len(seen)),
