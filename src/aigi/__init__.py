@@ -12,13 +12,13 @@ import importlib
 __version__ = "0.1.0"
 
 # Names are imported on first use, so `import aigi.cli` does not load torch: `aigi detect`
-# must set OpenMP's wait policy before torch starts its thread pool (see cli.cmd_detect).
+# must set OpenMP's wait policy before torch starts its thread pool (see aigi.cli.common.prepare_threads).
 _EXPORTS = {
-    "Detector": "model",
-    "Prediction": "model",
-    "ImageDecodeError": "data",
-    "load_dataset": "data",
-    "split_of": "data",
+    "Detector": "detector.model",
+    "Prediction": "detector.scoring",
+    "ImageDecodeError": "io.samples",
+    "load_dataset": "io.datasets",
+    "split_of": "io.samples",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -18,38 +18,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .backbones import Encoder, Preprocessing, encoder_from_config, load_backbone
-from .data import REAL
-from .scoring import FAKE_VERDICT, REAL_VERDICT, UNCERTAIN_VERDICT, Prediction, ScoringMixin  # noqa: F401 (re-exported)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-# Registered model names -> directories. "default" is the model bundled with the package.
-BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-PUBLISHED_ARCHITECTURE = "aigi.PublishedDetector"  # config.json of a registered name built from published weights
+from .. import __version__
+from ..encoders.backbones import encoder_from_config, load_backbone
+from ..encoders.base import Encoder
+from ..io.preprocessing import Preprocessing
+from ..io.samples import REAL
+from .registry import CONFIG_NAME, PUBLISHED_ARCHITECTURE, WEIGHTS_NAME, resolve_model_path
+from .scoring import ScoringMixin
 
 
 @dataclass
 class DetectorOutput:
     binary_logits: torch.Tensor  # (B,)
     source_logits: torch.Tensor  # (B, n_labels)
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A checkpoint directory, or a registered name (``default``) -> its directory."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    bundled = BUNDLED_MODELS_DIR / str(name_or_path)
-    if (bundled / CONFIG_NAME).exists():
-        return bundled
-    registered = sorted(p.name for p in BUNDLED_MODELS_DIR.glob("*") if (p / CONFIG_NAME).exists())
-    raise FileNotFoundError(
-        f"no model at {name_or_path!r}: not a checkpoint directory, and not a registered name "
-        f"(registered: {', '.join(registered) or 'none in this install'}). "
-        "Train one with `aigi train DATA --out DIR` and pass --model DIR."
-    )
 
 
 class Detector(ScoringMixin, nn.Module):
@@ -93,7 +74,7 @@ class Detector(ScoringMixin, nn.Module):
         if config.get("architecture") == PUBLISHED_ARCHITECTURE:  # a published head on hub weights (univfd)
             from .published import load_published
 
-            return load_published(path, config, device)
+            return load_published(cls, path, config, device)
         if config.get("architecture") != "aigi.Detector":
             raise ValueError(f"{path / CONFIG_NAME} is not an aigi detector config")
         encoder = encoder_from_config(config["backbone_config"])
@@ -115,7 +96,7 @@ class Detector(ScoringMixin, nn.Module):
         save_file(state, str(tmp), metadata={"format": "pt", "aigi_version": __version__})
         os.replace(tmp, directory / WEIGHTS_NAME)
         tmp = directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.to_config(), indent=2, default=_json_default) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(self.to_config(), indent=2, default=json_default) + "\n", encoding="utf-8")
         os.replace(tmp, directory / CONFIG_NAME)
         return directory
 
@@ -146,7 +127,7 @@ class Detector(ScoringMixin, nn.Module):
     def crop_features(self, pixel_values: torch.Tensor | np.ndarray, autocast: bool = False) -> np.ndarray:
         """A batch of crops -> the encoder's pooled features (B, feature_dim), float32 numpy:
         what both heads see. Heads are linear, so an image's logits are the heads of the mean
-        of its crops' features (:mod:`aigi.embed`)."""
+        of its crops' features (:mod:`aigi.inference.embed`)."""
         x = torch.as_tensor(pixel_values).to(self.device)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             features = self.encoder(x)
@@ -161,7 +142,7 @@ class Detector(ScoringMixin, nn.Module):
         return out.binary_logits.double().cpu().numpy(), out.source_logits.double().cpu().numpy()
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     if isinstance(o, float) and math.isnan(o):
@@ -169,3 +150,18 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast only where the hardware does bf16 natively (else it is slower, not faster)."""
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or
+                getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+__all__ = ["Detector", "DetectorOutput", "json_default", "use_bf16"]

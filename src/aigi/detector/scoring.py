@@ -1,7 +1,7 @@
 """From model outputs to results: combining crop scores, verdicts, and ``predict``.
 
-Shared by every runtime (the torch :class:`~aigi.model.Detector` and
-``aigi.export.OnnxDetector``): a runtime only has to say how it turns a batch of crops into
+Shared by every runtime (the torch :class:`~aigi.detector.model.Detector` and
+``aigi.inference.runtime.OnnxDetector``): a runtime only has to say how it turns a batch of crops into
 logits (``crop_logits``); everything after that is here, so both give the same results.
 
 How crops combine (native-crop models): the image's binary logit is the **mean of its
@@ -14,16 +14,16 @@ How a verdict is reached (:func:`decide`, the same for every runtime, file, uplo
 
 1. **Pixel verdict** from the calibrated ``p_fake`` and the model's operating point
    (:class:`OperatingPoint`): ``uncertain`` inside the model's uncertain band (``low <= p_fake
-   <= high``, chosen on held-out data by :func:`aigi.calibration.uncertain_band`), else
+   <= high``, chosen on held-out data by :func:`aigi.detector.thresholds.uncertain_band`), else
    ``ai-generated`` at or above the threshold and ``real`` below. A model without a band never
    abstains (except on images too small to judge).
 2. **Final verdict**: the pixel verdict combined with the file's metadata by
-   :func:`aigi.evidence.combine` (a validating C2PA AI declaration or generator parameters make
+   :func:`aigi.forensics.verdict.combine` (a validating C2PA AI declaration or generator parameters make
    it ``ai-generated``; camera EXIF never changes it), with the reason. Without evidence (a PIL
    image, or evidence switched off) the pixel verdict is final.
 3. **Generator**, for an ``ai-generated`` verdict: the source head's top generator, and
    ``p_generator`` its probability given AI-generated; ``unknown`` when ``p_generator`` is
-   under the model's open-set threshold (:func:`aigi.calibration.open_set_threshold`).
+   under the model's open-set threshold (:func:`aigi.training.calibration.open_set_threshold`).
 
 ``p_fake`` is never changed by the band or the evidence.
 """
@@ -37,10 +37,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .data import ImageDecodeError
-from .inputs import ModelInput, Source, load_input, source_name
+from ..forensics.evidence import load_with_evidence
+from ..forensics.verdict import FAKE_VERDICT, REAL_VERDICT, combine
+from ..io.inputs import ModelInput, Source, source_name
+from ..io.samples import ImageDecodeError
 
-FAKE_VERDICT, REAL_VERDICT, UNCERTAIN_VERDICT = "ai-generated", "real", "uncertain"
+UNCERTAIN_VERDICT = "uncertain"
 UNKNOWN_GENERATOR = "unknown"
 
 
@@ -66,8 +68,8 @@ class Prediction:
     too_small: bool = False
     note: str = ""
     pixel_verdict: str = ""  # from p_fake alone (threshold and uncertain band)
-    evidence: dict | None = None  # aigi.evidence.Evidence.to_dict() of the file; None when not read
-    reason: str = ""  # why the final verdict (aigi.evidence.combine); empty without evidence
+    evidence: dict | None = None  # aigi.forensics.evidence.Evidence.to_dict() of the file; None when not read
+    reason: str = ""  # why the final verdict (aigi.forensics.verdict.combine); empty without evidence
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,8 +100,6 @@ class OperatingPoint:
 def decide(prediction: Prediction, labels: Sequence[str], point: OperatingPoint) -> Prediction:
     """Set the verdicts, reason and generator of a scored ``prediction`` (in place) by the rules of
     the module docstring; ``p_fake``, the probabilities and the evidence are left as they are."""
-    from .evidence import combine
-
     if prediction.error:
         return prediction
     if prediction.p_fake is not None:
@@ -232,7 +232,7 @@ class ScoringMixin:
         """Score paths, encoded bytes (or ``(name, bytes)`` pairs) or PIL images, one
         :class:`Prediction` each; unreadable ones carry ``error``. ``crops`` overrides how many
         native crops cover each image; ``evidence=False`` skips reading the files' metadata.
-        For large folders use :func:`aigi.predict.detect`, which decodes in parallel and streams."""
+        For large folders use :func:`aigi.inference.detect.detect`, which decodes in parallel and streams."""
         if _is_one_source(images):
             images = [images]
         self.eval()
@@ -247,8 +247,8 @@ class ScoringMixin:
 
         for i, item in enumerate(items):
             try:
-                pending.append((i, load_input(item, self.preprocessing, crops=crops, name=results[i].path,
-                                                   evidence=evidence)))
+                pending.append((i, load_with_evidence(item, self.preprocessing, crops=crops, name=results[i].path,
+                                                      evidence=evidence)))
             except ImageDecodeError as e:
                 results[i].error = e.reason
             if sum(x.n_crops for _, x in pending) >= batch_size:

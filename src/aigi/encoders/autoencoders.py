@@ -2,7 +2,7 @@
 
 Every latent diffusion generator ends in a VAE decoder that turns a latent into pixels. These
 small distilled stand-ins (Ollin Boer Bohan's TAESD, MIT; weights in
-``../shared/zoo/tiny-autoencoders/``) let :mod:`aigi.synth` make *aligned* fakes: a real photo
+``../shared/zoo/tiny-autoencoders/``) let :mod:`aigi.training.synth` make *aligned* fakes: a real photo
 through an encoder and decoder keeps its content and size and gains a decoder's traces.
 
 Architecture (from the zoo README; state-dict keys are the indices of one ``nn.Sequential``):
@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-ZOO = Path(__file__).resolve().parents[3] / "shared" / "zoo" / "tiny-autoencoders"
+ZOO = Path(__file__).resolve().parents[4] / "shared" / "zoo" / "tiny-autoencoders"
 WIDTH = 64
 
 

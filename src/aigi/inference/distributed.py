@@ -1,20 +1,20 @@
 """Score a large set of images on a Ray cluster with Ray Data.
 
-    python -m aigi.distributed MODEL PATH... --out DIR [--address auto] [--actors 4] [--format parquet]
+    python -m aigi.inference.distributed MODEL PATH... --out DIR [--address auto] [--actors 4] [--format parquet]
 
 The driver lists the inputs (files, folders walked recursively, zips, or remote URIs such as
 ``s3://bucket/prefix``), Ray Data reads the bytes (``read_binary_files``), a pool of actors
-each holding one :class:`~aigi.model.Detector` decodes and scores them in batches, and the
-rows (the same fields as ``aigi detect``: :data:`aigi.predict.RESULT_FIELDS`) are written as
+each holding one :class:`~aigi.detector.model.Detector` decodes and scores them in batches, and the
+rows (the same fields as ``aigi detect``: :data:`aigi.inference.writers.RESULT_FIELDS`) are written as
 Parquet or JSON Lines shards under ``out_dir``. There is exactly one row per input image: a
 file that cannot be read or decoded gets a row with ``error`` set, it never fails the job.
 
 How unreadable files are kept from failing the job: ``read_binary_files`` fails the whole
 dataset on a file it cannot open, so local files are checked on the driver first (exists,
-regular file, readable, under :data:`aigi.data.MAX_FILE_BYTES`); those that fail become error
+regular file, readable, under :data:`aigi.io.files.MAX_FILE_BYTES`); those that fail become error
 rows that bypass the reader. ``ignore_missing_paths`` is *not* used: it would drop rows
 silently. A file deleted or made unreadable between that check and its read still fails the
-job (rerun it). Zip members are read by Ray tasks with :func:`aigi.data.read_bytes`, which
+job (rerun it). Zip members are read by Ray tasks with :func:`aigi.io.files.read_bytes`, which
 turns every failure into an error row. Remote URIs are listed and read by Ray itself.
 
 The cluster needs: ``aigi`` installed on every node (the actors import it); local input paths
@@ -39,8 +39,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .data import IMAGE_EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, Sample, iter_inputs, read_bytes, too_large
-from .predict import RESULT_FIELDS, result_row
+from ..io.files import IMAGE_EXTENSIONS, MAX_FILE_BYTES, iter_inputs, read_bytes, too_large
+from ..io.samples import ImageDecodeError, Sample
+from .writers import RESULT_FIELDS, result_row
 
 FORMATS = ("parquet", "jsonl")
 _MISSING_RAY = "Ray is not installed: pip install 'aigi[ray]'"
@@ -104,7 +105,7 @@ class InputPlan:
 def precheck_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> str | None:
     """Why ``read_binary_files`` would fail on (or we would refuse) a local file; None if fine.
 
-    The reasons match :func:`aigi.data.read_bytes`, so error rows read the same as ``aigi detect``.
+    The reasons match :func:`aigi.io.files.read_bytes`, so error rows read the same as ``aigi detect``.
     """
     try:
         st = os.stat(path)
@@ -131,7 +132,7 @@ def plan_inputs(paths: Iterable[str | os.PathLike]) -> InputPlan:
     """List every image under ``paths`` on the driver and sort it by how it will be read.
 
     Local paths are made absolute (Ray workers do not share the driver's working directory);
-    folders are walked recursively and filtered by :data:`~aigi.data.IMAGE_EXTENSIONS`, zips
+    folders are walked recursively and filtered by :data:`~aigi.io.files.IMAGE_EXTENSIONS`, zips
     are expanded to their image members, and a file named explicitly is always kept (a bad
     one gets an error row). URIs (``scheme://...``) are passed to Ray as they are.
     """
@@ -197,7 +198,7 @@ class _ScoreActor:
         import ray
         import torch
 
-        from .model import Detector
+        from ..detector.model import Detector
 
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -210,7 +211,7 @@ class _ScoreActor:
                     f.write(data)
             self.detector = Detector.from_pretrained(tmp, device=device)
         self.detector.eval()
-        from .calibration import apply_operating_point
+        from ..detector.thresholds import apply_operating_point
 
         apply_operating_point(self.detector, threshold, target_fpr)
         self.evidence = evidence  # the file's metadata, read from the bytes Ray already holds
@@ -218,8 +219,9 @@ class _ScoreActor:
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
-        from .inputs import ModelInput, load_input
-        from .scoring import Prediction
+        from ..detector.scoring import Prediction
+        from ..forensics.evidence import load_with_evidence
+        from ..io.inputs import ModelInput
 
         names = [str(p) for p in batch["path"]]
         rows: list[dict | None] = [None] * len(names)
@@ -233,7 +235,7 @@ class _ScoreActor:
                 data = b"" if data is None else bytes(data)
                 if reason := too_large(len(data)):
                     raise ImageDecodeError(name, reason)
-                inputs.append(load_input((name, data), self.detector.preprocessing, evidence=self.evidence))
+                inputs.append(load_with_evidence((name, data), self.detector.preprocessing, evidence=self.evidence))
                 good.append(i)
             except ImageDecodeError as e:
                 rows[i] = result_row(Prediction(name, error=e.reason))
@@ -261,7 +263,7 @@ def _check_cpus(ray, actor_cpus: float, strict: bool) -> None:
 
 def _model_files(model: str) -> dict[str, bytes]:
     """The files of a saved detector, read on the driver (fails early, and clearly, if missing)."""
-    from .model import CONFIG_NAME, WEIGHTS_NAME, resolve_model_path
+    from ..detector.registry import CONFIG_NAME, WEIGHTS_NAME, resolve_model_path
 
     path = resolve_model_path(model)
     files = {}
@@ -386,7 +388,7 @@ def detect_ray(
 
     Returns ``{"n_images", "n_errors", "n_fake", "out_dir", "format"}``, counted from the
     shards written. ``evidence``: read each file's metadata (the ``evidence`` column, and the
-    verdict follows :func:`aigi.evidence.combine`); ``threshold`` / ``target_fpr``: as
+    verdict follows :func:`aigi.forensics.verdict.combine`); ``threshold`` / ``target_fpr``: as
     ``aigi detect --threshold / --target-fpr``.
     """
     if output_format not in FORMATS:
@@ -401,7 +403,7 @@ def detect_ray(
     _check_out_dir(out_dir, overwrite)
     model_files = _model_files(model)
     if threshold is not None or target_fpr is not None:  # a model without held-out scores fails here, not in an actor
-        from .calibration import choose_threshold
+        from ..detector.thresholds import choose_threshold
 
         choose_threshold(json.loads(model_files["config.json"]), threshold, target_fpr, model)
     plan = plan_inputs(paths)
@@ -449,7 +451,7 @@ def detect_ray(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m aigi.distributed",
+        prog="python -m aigi.inference.distributed",
         description="Score images on a Ray cluster (Ray Data); writes Parquet or JSON Lines shards.",
     )
     p.add_argument("model", help="checkpoint directory or registered model name (e.g. default)")

@@ -4,7 +4,7 @@ For every image: its **pooled features** (the mean of its crops' encoder feature
 are linear, so the heads of this vector are exactly the image's mean crop logits, the scores
 ``aigi detect`` gives), each crop's own features and box, and its path, label and generator.
 With them a linear probe or a new head trains in seconds, without touching a pixel again
-(:mod:`aigi.adapt` starts here).
+(:mod:`aigi.training.adapt` starts here).
 
 **Format: safetensors shards with JSON sidecars** (no pyarrow needed; safetensors is already
 how aigi stores tensors, and it never unpickles)::
@@ -43,12 +43,15 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import __version__
-from .data import DECODE_WORKERS, ImageDataset, Sample, load_dataset
-from .inputs import ModelInput
+from .. import __version__
+from ..io.datasets import ImageDataset, load_dataset
+from ..io.decode import DECODE_WORKERS
+from ..io.inputs import ModelInput
+from ..io.samples import Sample
+from .detect import crop_batches, iter_decoded, select_inputs
 
 if TYPE_CHECKING:
-    from .model import Detector
+    from ..detector.model import Detector
 
 FORMAT = "aigi-features"
 FORMAT_VERSION = 1
@@ -70,7 +73,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def encoder_digest(detector: "Detector") -> str:
     """sha256 of the encoder's tensors (names, dtypes, shapes, bytes) as loaded: equal for two
     detectors exactly when their encoders compute the same features. Features made with one
-    encoder are only valid for heads on that encoder (:mod:`aigi.adapt` checks it)."""
+    encoder are only valid for heads on that encoder (:mod:`aigi.training.adapt` checks it)."""
     import torch
 
     h = hashlib.sha256()
@@ -124,8 +127,6 @@ def iter_embedded(detector: "Detector", samples: Iterable[Sample], batch_size: i
                   workers: int = DECODE_WORKERS, crops: int | None = None, autocast: bool = False) -> Iterator[Embedded]:
     """One :class:`Embedded` per sample, in order; decoding in ``workers`` threads, ``batch_size``
     crops per forward pass. Unreadable files come back with ``error``, never raise."""
-    from .predict import crop_batches, iter_decoded
-
     detector.eval()
     inflight = max(2 * batch_size, max(1, workers) * batch_size * 2)
     for group in crop_batches(iter_decoded(samples, detector.preprocessing, workers, inflight, crops), batch_size):
@@ -147,8 +148,6 @@ def iter_embedded(detector: "Detector", samples: Iterable[Sample], batch_size: i
 
 def collect_samples(inputs: ImageDataset | Iterable[Sample] | Sequence[str | os.PathLike], split: str = "all") -> list[Sample]:
     """Samples from a dataset, samples, or paths (files, folders, zips and CSV manifests), each once."""
-    from .predict import select_inputs
-
     if isinstance(inputs, ImageDataset):
         return list(inputs.samples)
     items = list(inputs)
@@ -264,7 +263,7 @@ def embed(
 ) -> dict:
     """Write the features of every image of ``inputs`` to the directory ``out`` (module docstring).
 
-    ``inputs``: an :class:`~aigi.data.ImageDataset`, samples, or paths (files, folders, zips,
+    ``inputs``: an :class:`~aigi.io.datasets.ImageDataset`, samples, or paths (files, folders, zips,
     CSV manifests; ``split`` keeps one public split). A shard is written every ``shard_size``
     images or ``flush_s`` seconds, whichever comes first, so a kill loses little. Unreadable
     files are reported on stderr, recorded with their reason, and skipped. Returns a summary."""

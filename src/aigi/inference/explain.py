@@ -15,7 +15,9 @@ import textwrap
 import numpy as np
 from PIL import Image
 
-from .scoring import Prediction
+from ..detector.scoring import Prediction
+from ..io.inputs import decode_source
+from ..io.samples import ImageDecodeError
 
 CMAP = "RdYlBu_r"  # blue: camera-like, red: AI-like; readable with red-green colour blindness
 MAX_SIDE = 1024  # the image is shown at most this large (keeps PNGs small)
@@ -112,9 +114,6 @@ def small_png(image: Image.Image) -> Image.Image:
 def explain(detector, source, crops: int | None = None, evidence: bool = True) -> tuple[Prediction, Image.Image | None]:
     """Score one image (a path, ``Sample``, bytes or PIL image) and draw its heatmap:
     ``(prediction, heatmap image)``; the image is None when the file could not be read."""
-    from .data import ImageDecodeError
-    from .inputs import decode_source
-
     (prediction,) = detector.predict([source], crops=crops, evidence=evidence)
     if prediction.error:
         return prediction, None

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .preprocessing import upscale_small
+from .crops import upscale_small
 
 LEVELS = ("none", "light", "robust")
 RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
@@ -51,7 +51,7 @@ def random_crop(im: Image.Image, crop: int, rng: np.random.Generator, level: str
 
     Order, as an image is processed before anyone crops it: rescale (0.5-1.5x) -> blur ->
     noise -> JPEG (random quality, 4:4:4 or 4:2:0) -> re-share (downscale 0.5-0.9x, JPEG
-    60-90) -> the small-image rule (:func:`aigi.backbones.upscale_small`) -> a random crop ->
+    60-90) -> the small-image rule (:func:`aigi.io.crops.upscale_small`) -> a random crop ->
     horizontal flip. ``base_scale`` (0.5: a model's half-size view) multiplies the rescale. Only a window a little larger than the crop needs is processed, so a
     12-megapixel photo costs what a small one does; the JPEG grid lands at a random phase
     within the crop, as in a photo cropped after it was saved.

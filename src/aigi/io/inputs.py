@@ -2,14 +2,14 @@
 
 :func:`load_input` is called by training, ``aigi detect``, ``Detector.predict`` (paths, bytes
 and PIL images alike), the Ray actors, ``aigi serve`` and the benchmarks, so an image gets
-the same pixels whichever way it arrives. It decodes (:mod:`aigi.data`: EXIF orientation,
+the same pixels whichever way it arrives. It decodes (:mod:`aigi.io.decode`: EXIF orientation,
 8-bit RGB), places the crops, and normalises them.
 
 Native crops (``Preprocessing.resize == "none"``, every model aigi trains):
 
 - At inference an image is covered by up to ``crops`` square crops on an even grid
   (:func:`crop_boxes`), each taken at the image's own pixels. Their scores are combined by
-  the model (mean logit, :mod:`aigi.model`), and each crop's score is kept.
+  the model (mean logit, :mod:`aigi.detector.scoring`), and each crop's score is kept.
 - A model with ``scales`` (1.0, 0.5) also scores as many crops of the image seen at half size
   (a region twice the crop, resampled to it), where the image is large enough to hold one:
   they see more of the scene and survive a downscaled re-share. All crops' logits are averaged.
@@ -18,7 +18,7 @@ Native crops (``Preprocessing.resize == "none"``, every model aigi trains):
   has no native-resolution traces to show, so it is judged on what is left.
 - An image whose shorter side is under ``min_side`` is too small to judge: it gets no crops and
   the result says so (a 16x16 icon is evidence of nothing).
-- Training takes one random crop per draw, after the augmentations of :mod:`aigi.augment`
+- Training takes one random crop per draw, after the augmentations of :mod:`aigi.io.augment`
   (which resize, blur, add noise and re-encode *before* cropping, as a re-shared image is).
 """
 
@@ -32,10 +32,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .augment import augment_image, random_crop
-from .preprocessing import Preprocessing, upscale_small
-from .data import ImageDecodeError, Sample, decode_image, read_bytes, to_rgb
+from .crops import Box, crop_boxes, scaled_box, upscale_small
+from .decode import decode_image, to_rgb
+from .files import read_bytes
+from .preprocessing import Preprocessing
+from .samples import ImageDecodeError, Sample
 
-Box = tuple[int, int, int, int]  # (left, top, right, bottom), pixels of the upright image
 Source = Union[Sample, str, os.PathLike, bytes, tuple[str, bytes], Image.Image]
 
 
@@ -49,7 +51,7 @@ class ModelInput:
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the upright image
     too_small: bool = False
     scales: list[float] = field(default_factory=list)  # each crop's view: 1.0 native, 0.5 half size
-    evidence: dict | None = None  # what the file's metadata says (aigi.evidence), when asked for
+    evidence: dict | None = None  # what the file's metadata says (aigi.forensics.evidence), when asked for
 
     @property
     def n_crops(self) -> int:
@@ -69,7 +71,7 @@ def source_name(source: Source, index: int = 0) -> str:
 
 def source_bytes(source: Source, name: str | None = None) -> bytes | None:
     """The encoded bytes of a source (read once, here), or None for a PIL image;
-    :class:`~aigi.data.ImageDecodeError` when a file cannot be read."""
+    :class:`~aigi.io.samples.ImageDecodeError` when a file cannot be read."""
     if isinstance(source, Image.Image):
         return None
     if isinstance(source, tuple):
@@ -81,7 +83,7 @@ def source_bytes(source: Source, name: str | None = None) -> bytes | None:
 
 def decode_source(source: Source, decode_size: int | None = None, name: str | None = None,
                   data: bytes | None = None) -> Image.Image:
-    """Any source -> upright 8-bit RGB image; :class:`~aigi.data.ImageDecodeError` if unreadable.
+    """Any source -> upright 8-bit RGB image; :class:`~aigi.io.samples.ImageDecodeError` if unreadable.
 
     ``data``: the source's bytes when the caller has read them already (:func:`source_bytes`).
     A PIL image gets the EXIF orientation and RGB conversion a file would, so that the image
@@ -97,53 +99,6 @@ def decode_source(source: Source, decode_size: int | None = None, name: str | No
     return decode_image(data, name or source_name(source), min_size=decode_size)
 
 
-def center_crop(im: Image.Image, crop: int) -> Image.Image:
-    """The centre ``crop`` x ``crop`` native crop (after the small-image rule)."""
-    im, _ = upscale_small(im, crop)
-    (box,) = crop_boxes(im.width, im.height, crop, 1)
-    return im.crop(box)
-
-
-def _grid(width: int, height: int, crop: int, n: int) -> tuple[int, int]:
-    """Columns x rows: the most crops up to ``n`` that the image has room for side by side
-    (about side / crop per axis, at least 1), shaped like the image."""
-    cols_max, rows_max = max(1, round(width / crop)), max(1, round(height / crop))
-    best, best_key = (1, 1), (1, 0.0)
-    for cols in range(1, min(n, cols_max) + 1):
-        for rows in range(1, min(n // cols, rows_max) + 1):
-            key = (cols * rows, -abs(np.log((cols / rows) / (width / height))))
-            if key > best_key:
-                best, best_key = (cols, rows), key
-    return best
-
-
-def crop_boxes(width: int, height: int, crop: int, n: int) -> list[Box]:
-    """Up to ``n`` crop boxes covering a ``width`` x ``height`` image on an even grid.
-
-    The crops' centres sit at the centres of a cols x rows grid of equal cells (so a 512 px
-    image with a 256 px crop and n = 4 is tiled exactly, and a 4000 x 3000 photo is sampled at
-    four well-spread places); a crop never leaves the image. Deterministic: the same image
-    always gets the same boxes. The image must be at least ``crop`` on both sides.
-    """
-    if n < 1:
-        raise ValueError(f"crops must be at least 1, got {n}")
-    if min(width, height) < crop:
-        raise ValueError(f"a {width}x{height} image is smaller than the {crop} px crop (apply upscale_small first)")
-    cols, rows = _grid(width, height, crop, n)
-
-    def starts(side: int, k: int) -> list[int]:
-        return [min(max(0, round((i + 0.5) * side / k - crop / 2)), side - crop) for i in range(k)]
-
-    return [(x, y, x + crop, y + crop) for y in starts(height, rows) for x in starts(width, cols)]
-
-
-def _scaled_box(box: Box, scale: float, width: int, height: int) -> Box:
-    if scale == 1.0:
-        return box
-    l, t, r, b = (round(v / scale) for v in box)
-    return (max(0, l), max(0, t), min(width, r), min(height, b))
-
-
 def load_input(
     source: Source,
     preprocessing: Preprocessing,
@@ -151,29 +106,20 @@ def load_input(
     augment: str | None = None,
     rng: np.random.Generator | None = None,
     name: str | None = None,
-    evidence: bool = False,
+    data: bytes | None = None,
 ) -> ModelInput:
     """Decode ``source`` and turn it into model input, by the rules of the module docstring.
 
     ``crops``: how many native crops cover the image (default ``preprocessing.crops``).
-    ``augment`` (an :data:`aigi.augment.LEVELS` name) with ``rng``: training's random
-    augmentation and a single random crop. ``evidence``: also read what the file's metadata
-    says (:func:`aigi.evidence.read_evidence`) from the same bytes, read once; a PIL image has
-    none. Raises :class:`~aigi.data.ImageDecodeError`.
+    ``augment`` (an :data:`aigi.io.augment.LEVELS` name) with ``rng``: training's random
+    augmentation and a single random crop. ``data``: the source's bytes when the caller has
+    read them already (:func:`source_bytes`), so that they are read once; what the file's
+    metadata says is read from them beside this path (:func:`aigi.forensics.evidence.load_with_evidence`).
+    Raises :class:`~aigi.io.samples.ImageDecodeError`.
     """
     name = name or source_name(source)
-    data = source_bytes(source, name)
     im = decode_source(source, preprocessing.decode_size, name, data=data)
-    found = _evidence(data, name) if evidence and data is not None else None
-    x = _model_input(im, name, preprocessing, crops, augment, rng)
-    x.evidence = found
-    return x
-
-
-def _evidence(data: bytes, name: str) -> dict:
-    from .evidence import read_evidence
-
-    return read_evidence(data, name).to_dict()
+    return _model_input(im, name, preprocessing, crops, augment, rng)
 
 
 def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops: int | None,
@@ -198,7 +144,7 @@ def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops
     crop = preprocessing.crop
     up, upscale = upscale_small(im, crop)
     native = crop_boxes(up.width, up.height, crop, n)
-    boxes = [_scaled_box(b, upscale, width, height) for b in native]
+    boxes = [scaled_box(b, upscale, width, height) for b in native]
     arrays = [preprocessing.normalise(up.crop(b)) for b in native]
     scales = [1.0] * len(boxes)
     for view in usable[1:]:  # a region of crop / view px, resampled to the crop
@@ -208,4 +154,3 @@ def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops
             arrays.append(preprocessing.normalise(im.resize((crop, crop), Image.Resampling.BICUBIC, box=b)))
             scales.append(view)
     return ModelInput(name, np.stack(arrays), boxes, (width, height), scales=scales)
-

@@ -1,6 +1,6 @@
 """How an image becomes model input: the recipe a model was trained with (no torch needed).
 
-:class:`Preprocessing` is stored in every model's ``config.json``; :func:`aigi.inputs.load_input`
+:class:`Preprocessing` is stored in every model's ``config.json``; :func:`aigi.io.inputs.load_input`
 applies it. It is read from a backbone's own ``preprocessor_config.json`` where one exists.
 """
 
@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
+
+from .crops import center_crop
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -25,7 +27,7 @@ class Preprocessing:
 
     - ``"none"`` (native crops, what aigi trains by default): square ``crop`` x ``crop`` crops
       taken at the image's own pixels, never resampled, so the pixel-level traces that tell
-      generators from cameras survive (:func:`aigi.inputs.crop_boxes` places ``crops`` of them
+      generators from cameras survive (:func:`aigi.io.crops.crop_boxes` places ``crops`` of them
       over the image). An image whose shorter side is under ``crop`` is the one exception: it
       is upscaled (bicubic) until that side equals ``crop``, the same for every class. An
       image whose shorter side is under ``min_side`` is too small to judge.
@@ -83,7 +85,7 @@ class Preprocessing:
     @property
     def decode_size(self) -> int | None:
         """Decoders may shrink an image while both sides stay at least this large
-        (:func:`aigi.data.decode_image`); None: decode at full size. Native crops need every
+        (:func:`aigi.io.decode.decode_image`); None: decode at full size. Native crops need every
         pixel as it is. A resize recipe downsamples anyway: twice its resize target, so the
         final resample still sees enough pixels to antialias."""
         return None if self.native else 2 * self.size
@@ -112,21 +114,8 @@ class Preprocessing:
 
     def __call__(self, im: Image.Image) -> np.ndarray:
         """One model input from an image: the whole-image recipe, or the centre native crop.
-        Scoring code goes through :func:`aigi.inputs.load_input`, which places every crop."""
-        from .inputs import center_crop
-
+        Scoring code goes through :func:`aigi.io.inputs.load_input`, which places every crop."""
         return self.normalise(center_crop(im, self.crop) if self.native else self.resize_and_crop(im))
-
-
-def upscale_small(im: Image.Image, crop: int) -> tuple[Image.Image, float]:
-    """The small-image rule of native crops: an image whose shorter side is under ``crop`` is
-    upscaled (bicubic) until that side equals ``crop``, whatever its class. Returns the image
-    and the factor applied (1.0: unchanged)."""
-    w, h = im.size
-    if min(w, h) >= crop:
-        return im, 1.0
-    scale = crop / min(w, h)
-    return im.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.BICUBIC), scale
 
 
 def preprocessing_from_processor_dict(d: dict) -> Preprocessing:

@@ -14,7 +14,7 @@ import csv
 import os
 from typing import Sequence
 
-from .data import ARCHIVE_SEPARATOR, SPLITS
+from .samples import ARCHIVE_SEPARATOR, SPLITS
 
 AUTO = "auto"
 SPLIT_CHOICES = (AUTO, *SPLITS)

@@ -4,7 +4,7 @@
     curl -F files=@photo.jpg -F files=@art.webp http://127.0.0.1:8000/v1/detect
     curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/detect
 
-- ``/``: a page to drop images on and see their verdicts (``aigi/web/``, no CDN).
+- ``/``: a page to drop images on and see their verdicts (``aigi/serve/web/``, no CDN).
 - ``POST /v1/detect``: multipart ``files`` (one or more) or one raw image body. Returns
   :class:`DetectResponse`, one result per file in upload order; a file that cannot be
   scored gets ``error`` and the others are still scored, as in ``aigi detect``.
@@ -13,283 +13,40 @@
 - Errors are ``{"error": {"code", "message", "request_id"}}`` with the HTTP status.
 
 Uploads are read into memory under a byte limit and a deadline and never written to disk
-(:mod:`aigi.uploads`), turned into model input in a small thread pool by the same function
-as files on disk (:func:`aigi.inputs.load_input`: the pixel limit on the header before any
+(:mod:`aigi.io.uploads`), turned into model input in a small thread pool by the same function
+as files on disk (:mod:`aigi.serve.handling`: the pixel limit on the header before any
 pixel, orientation, the same crops), and the images of concurrent requests are scored
-together (:mod:`aigi.batcher`). Every call into the model goes through :func:`predict_images`.
+together (:mod:`aigi.inference.batcher`). Every call into the model goes through
+:func:`~aigi.serve.handling.predict_images`. Running it: :mod:`aigi.serve.run`.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI and pydantic read the annotations
 # at run time.
 import asyncio
-import hashlib
 import hmac
-import io
-import json
 import logging
 import os
 import re
 import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional
 
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from .. import __version__
+from ..detector.scoring import decide
+from ..inference.batcher import DynamicBatcher, Overloaded
+from ..io.decode import MAX_IMAGE_PIXELS
+from ..io.uploads import RequestError, check_content_length, megabytes, read_uploads
+from .access import RateLimiter, key_digest
+from .handling import decode_or_error, over_pixel_limit, predict_images, request_point
+from .options import ServeOptions
+from .schemas import ERROR_RESPONSES, DetectResponse, ErrorResponse, Health, ModelInfo, ModelsResponse, Result
 
-from . import __version__
-from .batcher import DynamicBatcher, Overloaded
-from .data import DECODE_WORKERS, MAX_IMAGE_PIXELS, ImageDecodeError
-from .inputs import ModelInput, load_input
-from .uploads import BodyLimits, RequestError, Upload, check_content_length, megabytes, read_uploads
-
-MAX_FILES_PER_REQUEST = 64
-# Lower than the 256 MB aigi detect accepts from disk: a request's files are all held in memory.
-MAX_UPLOAD_BYTES = 50 * 2**20
-MAX_REQUEST_BYTES = 100 * 2**20
 WEB_DIR = Path(__file__).parent / "web"
-ENV_CONFIG = "AIGI_SERVE_CONFIG"
 log = logging.getLogger("aigi.serve")
-
-if TYPE_CHECKING:  # aigi.model imports torch: the --workers supervisor process never needs it
-    from .scoring import Prediction
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """Limits and switches of one server process (the ``aigi serve`` flags)."""
-
-    max_files: int = MAX_FILES_PER_REQUEST
-    max_bytes: int = MAX_UPLOAD_BYTES  # per file
-    max_request_bytes: int = MAX_REQUEST_BYTES  # whole body, multipart overhead included
-    body_timeout_s: float = 60.0  # the whole body must arrive within this
-    max_batch: int = 32  # images per forward pass
-    max_wait_ms: float = 5.0  # how long an idle model waits for more images to batch
-    max_queue: int = 256  # images waiting for the model; more -> 503
-    max_inflight: int = 64  # requests being read, decoded or scored at once; more -> 503
-    decode_threads: int = DECODE_WORKERS
-    api_keys: tuple = ()
-    cors_origins: tuple = ()
-    rate_limit_per_min: float = 0.0  # per client (API key, else address); 0 = off
-    evidence: bool = True  # read each upload's metadata (aigi.evidence); the verdict follows it
-
-    def body_limits(self) -> BodyLimits:
-        return BodyLimits(self.max_files, self.max_bytes, self.max_request_bytes, self.body_timeout_s)
-
-
-# ----------------------------------------------------------------------------- response schemas
-
-
-class Crop(BaseModel):
-    box: list[Union[int, float]] = Field(description="[x0, y0, x1, y1] in the image's pixel coordinates")
-    p_fake: float
-    scale: float = Field(1.0, description="1.0: the image's own pixels; 0.5: this region seen at half size")
-
-
-class Result(BaseModel):
-    """One file. Fields beyond these (newer models) are passed through unchanged."""
-
-    model_config = ConfigDict(extra="allow")
-    path: str = Field(description="the uploaded file name")
-    p_fake: Optional[float] = Field(None, description="calibrated probability that the image is AI-generated")
-    verdict: str = Field("", description="ai-generated, real, or uncertain where the model abstains; the pixel "
-                                         "verdict combined with the file's metadata (evidence); empty on error")
-    pixel_verdict: str = Field("", description="the verdict from p_fake alone (threshold and uncertain band)")
-    reason: str = Field("", description="why the verdict: the evidence rule that decided, or that the pixel verdict stands")
-    generator: str = Field("", description="the generator it most resembles (AI-generated verdicts only); 'unknown' "
-                                           "when it matches none the model was trained on")
-    p_generator: Optional[float] = Field(None, description="probability of that generator, given AI-generated")
-    generator_probs: dict[str, float] = Field(default_factory=dict, description="probability of every source label")
-    error: str = Field("", description="why the file could not be scored; empty when it was")
-    crops: Optional[list[Crop]] = Field(None, description="per-region scores (a heatmap), where the model gives them")
-    image_size: Optional[list[int]] = Field(None, description="[width, height] as decoded, upright")
-    too_small: Optional[bool] = Field(None, description="the image is smaller than the model's input")
-    evidence: Optional[dict[str, Any]] = Field(None, description="findings from the file's metadata")
-
-
-class DetectResponse(BaseModel):
-    results: list[Result]
-    threshold: float = Field(description="p_fake at or above which the verdict is ai-generated")
-    uncertain_band: Optional[list[float]] = Field(None, description="[low, high]: a p_fake inside is uncertain")
-    model: str
-
-
-class Health(BaseModel):
-    status: str = "ok"
-    aigi_version: str
-    model: str
-    labels: list[str]
-    threshold: float
-    runtime: str
-    input_px: int
-    max_files: int
-    max_mb: float = Field(description="per file")
-    max_request_mb: float
-    max_pixels: int = Field(description="larger images are refused from their header, before decoding")
-    auth: bool = Field(description="whether /v1/detect needs an API key")
-    queued: int = Field(description="images waiting for the model")
-    in_flight: int = Field(description="requests being served")
-    batches: int = Field(description="forward passes so far (this process)")
-    images_scored: int = Field(description="images scored so far (this process); / batches = mean batch size")
-    pid: int
-
-
-class ModelInfo(BaseModel):
-    name: str
-    runtime: str
-    labels: list[str]
-    generators: list[str]
-    threshold: float
-    temperature: float
-    input_px: int
-    backbone: Optional[str] = None
-    uncertain_band: Optional[list[float]] = Field(None, description="[low, high]: a p_fake inside is uncertain")
-    open_set_threshold: Optional[float] = Field(None, description="p_generator under this: generator 'unknown'")
-
-
-class ModelsResponse(BaseModel):
-    models: list[ModelInfo]
-
-
-class ErrorBody(BaseModel):
-    code: str = Field(description="stable, machine-readable: unreadable, too_large, unsupported_media_type, ...")
-    message: str
-    request_id: str = ""
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERROR_RESPONSES = {
-    400: "unreadable (a raw body that is not an image) or a bad header",
-    401: "unauthorized: a missing or wrong API key (when the server has keys)",
-    408: "timeout: the body did not arrive within the deadline",
-    413: "too_large, too_many_files, too_many_parts, too_many_pixels",
-    415: "unsupported_media_type",
-    422: "bad_form: a malformed multipart body, or no 'files' part",
-    429: "rate_limited (with Retry-After)",
-    503: "overloaded (with Retry-After)",
-}
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def decode_upload(detector: Any, name: str, data: bytes, evidence: bool = True) -> ModelInput:
-    """Upload bytes -> the crops the model sees (and the file's evidence), exactly as for a file
-    on disk; ImageDecodeError if not."""
-    return load_input((name, data), detector.preprocessing, evidence=evidence)
-
-
-def predict_images(detector: Any, inputs: list[ModelInput]) -> "list[Prediction]":
-    """The one call into the model: model inputs -> predictions, in one batch of their crops."""
-    scores = detector.score_inputs(inputs, batch_size=max(1, sum(x.n_crops for x in inputs)))
-    return [detector.make_prediction(x, s) for x, s in zip(inputs, scores)]
-
-
-def request_point(detector: Any, threshold: Optional[float] = None, target_fpr: Optional[float] = None):
-    """The operating point of one request: the model's, or its own ``threshold`` / ``target_fpr``
-    (the band re-derived around it); ValueError when the model cannot give it."""
-    from .calibration import choose_threshold, set_decision_rules
-    from .scoring import OperatingPoint
-
-    if threshold is None and target_fpr is None:
-        return detector.operating_point
-    config = {**detector.config, "threshold": choose_threshold(detector.config, threshold, target_fpr)}
-    set_decision_rules(config)
-    return OperatingPoint.from_config(config)
-
-
-def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: int = MAX_UPLOAD_BYTES,
-                  model_lock: AbstractContextManager = nullcontext()) -> "list[Prediction]":
-    """(file name, bytes) pairs -> predictions in the same order; unreadable ones carry ``error``.
-    The synchronous path (no batching across calls); only the forward pass holds ``model_lock``."""
-    from .scoring import Prediction
-
-    results = [Prediction(path=name) for name, _ in uploads]
-    decoded: list[tuple[int, ModelInput]] = []
-    for i, (name, data) in enumerate(uploads):
-        try:
-            if len(data) > max_bytes:
-                raise ImageDecodeError(name, f"upload is over the {megabytes(max_bytes):g} MB limit")
-            decoded.append((i, decode_upload(detector, name, data)))
-        except ImageDecodeError as e:
-            results[i].error = e.reason
-    if decoded:
-        with model_lock:
-            predictions = predict_images(detector, [im for _, im in decoded])
-        for (i, _), prediction in zip(decoded, predictions):
-            prediction.path = results[i].path
-            results[i] = prediction
-    return results
-
-
-def _decode_or_error(detector: Any, upload: Upload, evidence: bool = True) -> Union[ModelInput, str]:
-    if upload.error:
-        return upload.error
-    try:
-        image = decode_upload(detector, upload.name, upload.data, evidence)
-        upload.data = b""  # the encoded bytes are not needed while the image waits for the model
-        return image
-    except ImageDecodeError as e:
-        return e.reason
-    except Exception as e:  # one hostile file never fails the request
-        return f"cannot decode ({type(e).__name__}: {e})"
-
-
-def _over_pixel_limit(data: bytes) -> bool:
-    """Whether the header alone declares more pixels than aigi's decoder accepts."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size[0] * im.size[1] > MAX_IMAGE_PIXELS
-    except Image.DecompressionBombError:  # Pillow's own refusal, at twice its limit
-        return True
-    except Exception:
-        return False
-
-
-# ----------------------------------------------------------------------------- access control
-
-
-def load_api_keys(path: Union[str, os.PathLike]) -> tuple:
-    """One key per line (blank lines and ``#`` comments ignored); ValueError naming the file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--api-key-file {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
-    keys = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    if not keys:
-        raise ValueError(f"--api-key-file {path}: no keys in the file (one key per line)")
-    return keys
-
-
-def _digest(key: str) -> bytes:
-    # Fixed-length digests: compare_digest then takes the same time whatever the key's length.
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
-class RateLimiter:
-    """Token buckets per client: ``per_min`` requests a minute, bursts of up to ``per_min``."""
-
-    def __init__(self, per_min: float, max_clients: int = 10_000) -> None:
-        self.rate, self.capacity, self.max_clients = per_min / 60.0, max(1.0, per_min), max_clients
-        self._buckets: OrderedDict = OrderedDict()
-
-    def retry_after(self, client: str) -> Optional[float]:
-        """None when ``client`` may go ahead (a token is taken), else seconds until it may."""
-        now = time.monotonic()
-        tokens, last = self._buckets.pop(client, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        wait = None if tokens >= 1 else (1 - tokens) / self.rate
-        self._buckets[client] = (tokens - 1 if wait is None else tokens, now)
-        while len(self._buckets) > self.max_clients:  # forget the longest-idle clients first
-            self._buckets.popitem(last=False)
-        return wait
 
 
 # ----------------------------------------------------------------------------- request context
@@ -377,7 +134,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
     batcher = DynamicBatcher(lambda images: predict_images(detector, images), opts.max_batch,
                              opts.max_wait_ms / 1000, opts.max_queue, name="aigi-model")
     decode_pool = ThreadPoolExecutor(max(1, opts.decode_threads), thread_name_prefix="aigi-decode")
-    key_digests = [_digest(k) for k in opts.api_keys]
+    key_digests = [key_digest(k) for k in opts.api_keys]
     limiter = RateLimiter(opts.rate_limit_per_min) if opts.rate_limit_per_min > 0 else None
     in_flight = 0
     index_html = (WEB_DIR / "index.html").read_text(encoding="utf-8")
@@ -418,7 +175,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
     def authorize(credentials=Depends(bearer), header_key: Optional[str] = Depends(api_key_header)) -> str:
         given = credentials.credentials if credentials is not None else header_key
         if given:
-            digest = _digest(given)
+            digest = key_digest(given)
             ok = False
             for k in key_digests:  # every key is compared: the time does not tell which one matched
                 ok |= hmac.compare_digest(digest, k)
@@ -473,7 +230,6 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
         except ValueError as e:
             raise RequestError(422, "bad_request", str(e).replace("--target-fpr", "target_fpr")
                                .replace("--threshold P", "threshold=P").replace("--threshold", "threshold")) from None
-        from .scoring import decide
         if limiter is not None and (wait := limiter.retry_after(client_of(request, key))) is not None:
             raise RequestError(429, "rate_limited", f"over {opts.rate_limit_per_min:g} requests a minute",
                                {"Retry-After": str(max(1, round(wait + 0.5)))})
@@ -490,10 +246,10 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
                 raise RequestError(400, "client_disconnected", "the client went away before the body ended") from None
             raw = not (content_type or "").lower().lstrip().startswith("multipart/")
             loop = asyncio.get_running_loop()
-            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode_or_error, detector, u,
+            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, decode_or_error, detector, u,
                                                                   opts.evidence) for u in uploads))
             if raw and isinstance(decoded[0], str):
-                too_many = _over_pixel_limit(uploads[0].data)
+                too_many = over_pixel_limit(uploads[0].data)
                 raise RequestError(413 if too_many else 400, "too_many_pixels" if too_many else "unreadable",
                                    f"{uploads[0].name}: {decoded[0]}")
             images = [im for im in decoded if not isinstance(im, str)]
@@ -553,86 +309,4 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
     return app
 
 
-# ----------------------------------------------------------------------------- running it
-
-
-def _log_config() -> dict:
-    import uvicorn.config
-
-    config = json.loads(json.dumps(uvicorn.config.LOGGING_CONFIG))
-    config["loggers"]["aigi.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
-
-
-def _uvicorn_defaults(options: dict) -> dict:
-    # Our access log (with request IDs) replaces uvicorn's; no "server: uvicorn" banner.
-    return {"access_log": False, "log_config": _log_config(), "server_header": False, **options}
-
-
-def share_cores(workers: int = 1, decode_threads: Optional[int] = None, threads: Optional[int] = None) -> tuple:
-    """(decoding threads, compute threads) of each of ``workers`` processes. The cores are split
-    between the processes; within one, the decoders get half and the model the rest. The model
-    is not given every core: a forward pass whose threads share cores with the decoders and the
-    event loop costs up to twice the CPU time per image (measured: BENCHMARKS.md, Serve load)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_worker = max(1, cores // max(1, workers))
-    decode = decode_threads or max(1, per_worker // 2)
-    return decode, threads or max(1, per_worker - decode)
-
-
-def set_compute_threads(threads: int, explicit: bool = False) -> None:
-    """torch's intra-op threads for this process; an OMP_NUM_THREADS the user exported wins
-    unless ``threads`` was asked for explicitly (--threads)."""
-    if explicit or "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def serve(detector: Any, model_name: str = "default", host: str = "127.0.0.1", port: int = 8000,
-          max_files: int = MAX_FILES_PER_REQUEST, options: Optional[ServeOptions] = None, **uvicorn_options) -> None:
-    """Serve a loaded detector with uvicorn, in this process, until interrupted."""
-    import uvicorn
-
-    app = create_app(detector, model_name, replace(options or ServeOptions(), max_files=max_files))
-    uvicorn.run(app, host=host, port=port, **_uvicorn_defaults(uvicorn_options))
-
-
-def serve_workers(model: str, workers: int, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
-                  device: str = "cpu", options: Optional[ServeOptions] = None, api_key_file: Optional[str] = None,
-                  threads: Optional[int] = None, threshold: Optional[float] = None,
-                  target_fpr: Optional[float] = None, **uvicorn_options) -> None:
-    """``workers`` processes behind one port (uvicorn's supervisor); each loads its own model
-    through :func:`app_from_env`, with ``threads`` compute threads (default: see :func:`share_cores`)."""
-    import uvicorn
-
-    opts = options or ServeOptions()
-    options_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k != "api_keys"}
-    os.environ[ENV_CONFIG] = json.dumps({
-        "model": model, "runtime": runtime, "device": device, "api_key_file": api_key_file, "options": options_dict,
-        "threads": threads or share_cores(workers, opts.decode_threads)[1], "explicit_threads": threads is not None,
-        "threshold": threshold, "target_fpr": target_fpr})
-    uvicorn.run("aigi.serve:app_from_env", factory=True, workers=workers, host=host, port=port,
-                **_uvicorn_defaults(uvicorn_options))
-
-
-def app_from_env():
-    """The app of one ``--workers`` process, from the settings :func:`serve_workers` left in the environment."""
-    from .export import load_runtime
-
-    config = json.loads(os.environ[ENV_CONFIG])
-    if config["runtime"] == "torch":
-        set_compute_threads(config["threads"], config["explicit_threads"])
-    detector = load_runtime(config["model"], runtime=config["runtime"], device=config["device"],
-                            threads=config["threads"], spinning=False)
-    from .calibration import apply_operating_point
-
-    apply_operating_point(detector, config.get("threshold"), config.get("target_fpr"), str(config["model"]))
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in config["options"].items()}
-    if config.get("api_key_file"):
-        options["api_keys"] = load_api_keys(config["api_key_file"])
-    return create_app(detector, str(config["model"]), ServeOptions(**options))
-
-
-__all__ = ["DetectResponse", "ServeOptions", "app_from_env", "create_app", "decode_upload", "load_api_keys",
-           "predict_images", "score_uploads", "serve", "serve_workers", "set_compute_threads", "share_cores"]
+__all__ = ["create_app", "error_response"]

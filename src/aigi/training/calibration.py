@@ -1,12 +1,14 @@
-"""Calibration on held-out data: temperature scaling, thresholds, the uncertain band, unknown generators.
+"""Calibration fitted on held-out data at training: temperature scaling, thresholds, unknown generators.
 
 Everything here is derived from the validation split (never trained on) when a model is
 trained, and stored in its config (``training.calibration``, ``uncertain_band``,
 ``open_set``) so that a threshold can be moved later without retraining: the band follows
-(:func:`apply_operating_point`).
+(:func:`aigi.detector.thresholds.apply_operating_point`).
 
-- **Uncertain band** (:func:`uncertain_band`): the narrowest p_fake interval around the
-  threshold that holds half the held-out errors; a p_fake inside it is ``uncertain``.
+- **Uncertain band** (:func:`aigi.detector.thresholds.uncertain_band`): the narrowest p_fake
+  interval around the threshold that holds half the held-out errors; a p_fake inside it is
+  ``uncertain``. It is derived again whenever the threshold moves, at inference too, so it
+  lives with the thresholds in :mod:`aigi.detector.thresholds`.
 - **Unknown generator** (:func:`open_set_threshold`): ``generator`` is ``unknown`` when the
   top generator's probability (``p_generator``) is under the value that 95% of held-out fakes
   of the trained generators reach.
@@ -19,8 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..detector.thresholds import set_decision_rules, threshold_for_fpr
+
 if TYPE_CHECKING:
-    from .model import Detector
+    from ..detector.model import Detector
 
 
 def fit_temperature(p_fake: np.ndarray, y: np.ndarray) -> float:
@@ -34,13 +38,6 @@ def fit_temperature(p_fake: np.ndarray, y: np.ndarray) -> float:
         if loss < best_loss:
             best_t, best_loss = float(t), loss
     return best_t
-
-
-def threshold_for_fpr(p_fake_real: np.ndarray, target_fpr: float) -> float:
-    """The smallest threshold at which at most ``target_fpr`` of real images are called fake."""
-    if len(p_fake_real) == 0:
-        return 0.5
-    return float(np.quantile(p_fake_real, 1 - target_fpr, method="higher") + 1e-9)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -88,58 +85,6 @@ def score_distribution(scores: np.ndarray, max_points: int = 2000) -> list[float
     return np.round(scores, 6).tolist()
 
 
-# ----------------------------------------------------------------------------- the uncertain band
-
-UNCERTAIN_ERROR_SHARE = 0.5  # the share of held-out errors the uncertain band holds
-BAND_RULE = ("the narrowest band [low, high] around the threshold that holds {share:.0%} of the held-out errors "
-             "(reals at or above the threshold, fakes below it)")
-
-
-def uncertain_band(val_real: np.ndarray, val_fake: np.ndarray, threshold: float,
-                   error_share: float = UNCERTAIN_ERROR_SHARE) -> dict | None:
-    """The uncertain band of p_fake, by the rule :data:`BAND_RULE`; None without held-out errors.
-
-    Why this rule: it puts the abstentions exactly where the model was wrong on images it never
-    trained on, and the price (the share of held-out images that land in the band, i.e. how
-    often it abstains) is stored beside it. Errors far from the threshold (confidently wrong)
-    cannot be caught by any narrow band; they are the errors left outside it.
-    """
-    real, fake = np.sort(np.asarray(val_real, np.float64)), np.sort(np.asarray(val_fake, np.float64))
-    if not 0 < error_share <= 1:
-        raise ValueError(f"error share must be in (0, 1], got {error_share}")
-    fp = real[real >= threshold]  # ascending: the nearest false positive first
-    fn = fake[fake < threshold][::-1]  # descending: the nearest false negative first
-    n_errors = len(fp) + len(fn)
-    if not n_errors:
-        return None
-    need = int(math.ceil(error_share * n_errors - 1e-9))
-    best = None
-    for k_fn in range(0, min(need, len(fn)) + 1):
-        k_fp = need - k_fn
-        if k_fp > len(fp):
-            continue
-        low = float(fn[k_fn - 1]) if k_fn else float(threshold)
-        high = float(fp[k_fp - 1]) if k_fp else float(threshold)
-        if best is None or high - low < best[1] - best[0]:
-            best = (low, high)
-    low, high = best
-    everything = np.concatenate([real, fake])
-    inside = (everything >= low) & (everything <= high)
-    errors = np.concatenate([fp, fn])
-    outside_real, outside_fake = real[(real < low) | (real > high)], fake[(fake < low) | (fake > high)]
-    decided = len(outside_real) + len(outside_fake)
-    correct = int((outside_real < threshold).sum() + (outside_fake >= threshold).sum())
-    return {
-        "low": round(low, 6), "high": round(high, 6), "threshold": float(threshold),
-        "rule": BAND_RULE.format(share=error_share), "error_share": error_share,
-        "n_val": int(len(everything)), "n_errors": int(n_errors),
-        "errors_in_band": int(((errors >= low) & (errors <= high)).sum()),
-        "val_share_in_band": round(float(inside.mean()), 6),
-        "accuracy_outside_band": round(correct / decided, 6) if decided else None,
-        "accuracy_at_threshold": round(1 - n_errors / len(everything), 6),
-    }
-
-
 # ----------------------------------------------------------------------------- unknown generators
 
 OPEN_SET_KNOWN_KEPT = 0.95  # held-out fakes of trained generators that keep their name
@@ -165,51 +110,5 @@ def open_set_threshold(val_fake_p_generator: np.ndarray, known_kept: float = OPE
             "rule": OPEN_SET_RULE.format(miss=1 - known_kept, kept=known_kept)}
 
 
-# ----------------------------------------------------------------------------- operating points
-
-
-def stored_calibration(config: dict) -> dict:
-    return ((config.get("training") or {}).get("calibration") or {})
-
-
-def set_decision_rules(config: dict, calibration: dict | None = None,
-                       error_share: float = UNCERTAIN_ERROR_SHARE) -> None:
-    """(Re)derive the uncertain band around ``config["threshold"]`` from the held-out
-    distributions (``calibration``, default the stored ones); a model without them keeps no
-    band (it decides as before)."""
-    cal = calibration if calibration is not None else stored_calibration(config)
-    real, fake = cal.get("val_real_p_fake"), cal.get("val_fake_p_fake")
-    band = uncertain_band(real, fake, float(config["threshold"]), error_share) if real and fake else None
-    if band is None:
-        config.pop("uncertain_band", None)
-    else:
-        config["uncertain_band"] = band
-
-
-def choose_threshold(config: dict, threshold: float | None = None, target_fpr: float | None = None,
-                     model: str = "the model") -> float:
-    """The threshold for ``--threshold P`` or ``--target-fpr F`` (from the stored held-out scores
-    of real images; no retraining). ValueError, naming ``model``, when the model has none."""
-    if threshold is not None and target_fpr is not None:
-        raise ValueError("give --threshold or --target-fpr, not both")
-    if threshold is not None:
-        if not 0 < threshold < 1:
-            raise ValueError(f"--threshold must be between 0 and 1, got {threshold:g}")
-        return float(threshold)
-    if not target_fpr or not 0 < target_fpr < 1:
-        raise ValueError(f"--target-fpr must be between 0 and 1, got {target_fpr}")
-    reals = stored_calibration(config).get("val_real_p_fake")
-    if not reals:
-        raise ValueError(f"{model} stores no held-out scores of real images (training.calibration.val_real_p_fake "
-                         "in its config.json), so --target-fpr cannot choose a threshold; pass --threshold P, or "
-                         "retrain it with this aigi")
-    return threshold_for_fpr(np.asarray(reals), target_fpr)
-
-
-def apply_operating_point(detector, threshold: float | None = None, target_fpr: float | None = None,
-                          model: str = "the model") -> None:
-    """Set a loaded detector's threshold (and re-derive its band) for this run; the files stay as they are."""
-    if threshold is None and target_fpr is None:
-        return
-    detector.config["threshold"] = choose_threshold(detector.config, threshold, target_fpr, model)
-    set_decision_rules(detector.config)
+__all__ = ["OPEN_SET_KNOWN_KEPT", "OPEN_SET_RULE", "calibrate", "fit_temperature", "generator_confidence", "logit",
+           "open_set_threshold", "score_distribution"]

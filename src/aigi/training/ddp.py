@@ -7,7 +7,7 @@ computes on ``cuda:LOCAL_RANK`` (or the CPU), and the model is wrapped in DDP. T
 make N processes train what one process does with the same global batch (``--batch-size`` is
 the global batch):
 
-- Every rank computes the same epoch draws (:func:`aigi.trainset.draw_order`, from the seed)
+- Every rank computes the same epoch draws (:func:`aigi.training.trainset.draw_order`, from the seed)
   and takes its share of each global batch: positions r, r + N, r + 2N, ... (:meth:`Dist.shard`).
   A draw's crop and augmentation come from (seed, epoch, draw), so it is the same whichever
   rank makes it.

@@ -1,7 +1,7 @@
 """Training: fine-tune an encoder with binary and source heads (the paper's recipe by default).
 
-The model sees native-resolution crops (:mod:`aigi.inputs`), drawn by source- and
-size-balanced sampling with augmentations applied to real and fake alike (:mod:`aigi.trainset`).
+The model sees native-resolution crops (:mod:`aigi.io.inputs`), drawn by source- and
+size-balanced sampling with augmentations applied to real and fake alike (:mod:`aigi.training.trainset`).
 
 Tuning modes: ``full`` (every weight; the paper: Adam, 12 epochs), ``last-k`` (the last k
 transformer blocks), ``lora`` (low-rank adapters via peft, merged into the saved model) and
@@ -21,13 +21,12 @@ one does.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,92 +34,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..detector.model import Detector, use_bf16
+from ..evaluation.evaluate import evaluate
+from ..forensics.audit import warn_if_shortcut
+from ..io.datasets import ImageDataset, load_datasets
+from ..io.splits import manifest_roots
 from . import ddp
-from .audit import warn_if_shortcut
-from .augment import LEVELS
-from .backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
-from .calibration import calibrate, fit_temperature, threshold_for_fpr  # noqa: F401 (public here since 0.1)
+from .calibration import calibrate
 from .checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
-from .data import SPLITS, ImageDataset, load_datasets
-from .model import Detector
+from .config import TrainConfig
 from .probe import train_probe
 from .trainset import FeatureCache, TrainingImages, draw_order, draw_weights, image_side, make_loader
-
-TUNE_MODES = ("full", "last-k", "lora", "linear", "probe")
-
-
-@dataclass
-class TrainConfig:
-    data: str | list[str]  # one dataset, or several trained on together
-    out: str = "runs/aigi"
-    split: str = "train"
-    backbone: str = DEFAULT_BACKBONE
-    tune: str = "full"
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float | None = None  # encoder learning rate; None picks one for the tuning mode
-    head_lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: float = 0.05  # fraction of all steps spent warming up, then cosine decay
-    last_k: int = 2
-    lora_rank: int = 8
-    image_size: int | None = None  # crop side (native) or input size (resize); default: the backbone's
-    native: bool = True  # native-resolution crops (False: the whole image resized, as aigi 0.1 did)
-    crops: int = 4  # crops per image when the model scores (stored with the model)
-    min_side: int = 32  # images smaller than this are too small to judge
-    scales: tuple[float, ...] = (1.0,)  # native views: 1.0 the image's pixels, 0.5 half size as well
-    probe_l2: float = 3e-4  # --tune probe: L2 on the standardised features' head weights
-    probe_features: str | None = None  # --tune probe: reuse an earlier probe run's encoded draws (aigi.probe)
-    augment: str = "light"
-    epoch_images: int | None = None  # draws per epoch (default: the train set's size)
-    small_share: float = 0.2  # share of draws from images smaller than the crop (both bands present)
-    source_power: float = 0.5  # source balance: share ~ count ** power (trainset.draw_weights)
-    max_images: int | None = None
-    max_val_images: int | None = None
-    source_loss_weight: float = 0.5
-    target_fpr: float | None = None
-    precision: str = "auto"  # auto | bf16 | fp32
-    workers: int = 1
-    seed: int = 0
-    cache_features: bool = True  # linear + no augmentation: encode each image once
-    save_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
-    memory_mb: float = 0.0  # > 0: also write the record of training features aigi adapt replays (aigi.adapt)
-    resume: bool = False
-    progress: bool = True
-    stop_after_steps: int | None = field(default=None, repr=False)  # tests: simulate a kill
-
-    def encoder_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.backbone in FROM_SCRATCH_BACKBONES:
-            return 5e-4  # random initial weights: nothing to preserve
-        return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0, "probe": 0.0}[self.tune]
-
-    def validate(self) -> None:
-        if self.tune not in TUNE_MODES:
-            raise ValueError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {self.tune!r}")
-        if self.augment not in LEVELS:
-            raise ValueError(f"--augment must be one of {', '.join(LEVELS)}, got {self.augment!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError("--precision must be auto, bf16 or fp32")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--epochs and --batch-size must be positive")
-        if self.split not in SPLITS or self.split == "val":
-            raise ValueError("--split must be train, test or all: the val split is held out to choose the best "
-                             "epoch and to calibrate, so it can never be trained on")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast only where the hardware does bf16 natively (else it is slower, not faster)."""
-    if precision == "fp32":
-        return False
-    if precision == "bf16":
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or
-                getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-
+from .tuning import configure_tuning, count_parameters, lr_schedule, make_optimizer, merged_copy
 
 # ----------------------------------------------------------------------------- data
 
@@ -142,7 +67,7 @@ def training_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
 
 
 def epoch_weights(train_set: ImageDataset, detector: Detector, cfg: TrainConfig) -> np.ndarray:
-    """Draw probabilities (:func:`aigi.trainset.draw_weights`); size bands by image header."""
+    """Draw probabilities (:func:`aigi.training.trainset.draw_weights`); size bands by image header."""
     if detector.preprocessing.native:
         small = np.array([image_side(s) < detector.preprocessing.crop for s in train_set.samples])
     else:
@@ -150,84 +75,17 @@ def epoch_weights(train_set: ImageDataset, detector: Detector, cfg: TrainConfig)
     return draw_weights(train_set.samples, small, cfg.small_share, cfg.source_power)
 
 
-# ----------------------------------------------------------------------------- tuning modes
-
-
-def configure_tuning(detector: Detector, cfg: TrainConfig) -> None:
-    """Freeze / wrap the encoder for the tuning mode. Heads always train."""
-    encoder = detector.encoder
-    if cfg.tune == "full":
-        encoder.requires_grad_(True)
-    elif cfg.tune in ("linear", "probe"):
-        encoder.requires_grad_(False)
-    elif cfg.tune == "last-k":
-        encoder.requires_grad_(False)
-        blocks = encoder.blocks()
-        for block in list(blocks)[-cfg.last_k :]:
-            block.requires_grad_(True)
-        for norm in encoder.final_norms():
-            norm.requires_grad_(True)
-    elif cfg.tune == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, lora_dropout=0.0,
-                          target_modules=encoder.lora_target_modules())
-        encoder.model = get_peft_model(encoder.model, lora)
-
-
-def merged_copy(detector: Detector) -> Detector:
-    """A plain detector to save: LoRA adapters merged into the encoder weights."""
-    if not hasattr(detector.encoder.model, "merge_and_unload"):
-        return detector
-    plain = copy.deepcopy(detector)
-    plain.encoder.model = plain.encoder.model.merge_and_unload()
-    return plain
-
-
-def count_parameters(detector: Detector) -> tuple[int, int]:
-    params = list(detector.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 # ----------------------------------------------------------------------------- validation
 
 
 def validate(detector: Detector, dataset: ImageDataset, cfg: TrainConfig, autocast: bool) -> dict:
-    from .evaluate import evaluate
-
     metrics, predictions = evaluate(detector, dataset, batch_size=cfg.batch_size, workers=max(1, cfg.workers),
                                     autocast=autocast, progress=False)
     scored = [(p, s.label) for p, s in zip(predictions, dataset.samples) if p.p_fake is not None]
     metrics["p_fake"], metrics["y"] = [p.p_fake for p, _ in scored], [y for _, y in scored]
-    # The source head's probabilities, for the open-set rule of aigi.calibration.
+    # The source head's probabilities, for the open-set rule of aigi.training.calibration.
     metrics["generator_probs"] = [[p.generator_probs.get(k, 0.0) for k in detector.labels] for p, _ in scored]
     return metrics
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-def make_optimizer(detector: Detector, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam over what ``configure_tuning`` left trainable: heads at ``head_lr``, encoder at its own."""
-    head_params = list(detector.binary_head.parameters()) + list(detector.source_head.parameters())
-    head_ids = {id(p) for p in head_params}
-    encoder_params = [p for p in detector.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": cfg.head_lr}]
-    if encoder_params:
-        groups.append({"params": encoder_params, "lr": cfg.encoder_lr()})
-    return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
-
-
-def lr_schedule(total_steps: int, warmup: float):
-    """step -> learning-rate factor: linear warm-up over ``warmup`` of the run, then cosine to 0."""
-    warmup_steps = max(1, int(warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-
-    return factor
 
 
 def train_step(detector: Detector, optimizer: torch.optim.Optimizer, batch: dict, source_loss_weight: float,
@@ -235,7 +93,7 @@ def train_step(detector: Detector, optimizer: torch.optim.Optimizer, batch: dict
                share: float = 1.0) -> tuple[float, float]:
     """One optimizer step on a batch of pixels (or cached features); returns (loss, binary accuracy).
 
-    Under DDP (:mod:`aigi.ddp`) ``forward`` is the wrapped model and ``share`` scales this rank's
+    Under DDP (:mod:`aigi.training.ddp`) ``forward`` is the wrapped model and ``share`` scales this rank's
     loss so that the averaged gradient is the global batch's mean (1.0 in one process)."""
     y, src = batch["label"].to(device), batch["source"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -267,7 +125,7 @@ def _placeholder_batch(detector: Detector, cached: bool) -> dict:
 def train(cfg: TrainConfig) -> Path:
     """Train a detector as ``cfg`` says; returns the output directory (a loadable Detector)."""
     cfg.validate()
-    dist = ddp.from_env()  # under torchrun: this rank's place in the job (aigi.ddp)
+    dist = ddp.from_env()  # under torchrun: this rank's place in the job (aigi.training.ddp)
     main = dist.main
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,7 +185,7 @@ def train(cfg: TrainConfig) -> Path:
     progress = cfg.progress and main
 
     images = TrainingImages(train_set, detector, cfg.augment, cfg.seed)
-    if cfg.tune == "probe":  # frozen encoder, heads fitted to convergence (aigi.probe)
+    if cfg.tune == "probe":  # frozen encoder, heads fitted to convergence (aigi.training.probe)
         if dist.enabled:
             raise ValueError("--tune probe runs in one process (its encoder only runs forward); drop torchrun")
         run = train_probe(detector, images, weights, cfg, out, autocast, progress)
@@ -431,8 +289,6 @@ def train(cfg: TrainConfig) -> Path:
 def data_record(cfg: TrainConfig, train_set: ImageDataset) -> dict:
     """The train set's summary, plus the datasets a CSV manifest drew on (``roots``), so that the
     split rule still knows them where the manifest itself is not shipped with the model."""
-    from .splits import manifest_roots
-
     data = train_set.summary()
     sources = cfg.data if isinstance(cfg.data, list) else [cfg.data]
     roots = [r for s in sources if str(s).lower().endswith(".csv") for r in manifest_roots(str(s))]
@@ -454,7 +310,7 @@ def finish(out: Path, cfg: TrainConfig, train_set: ImageDataset, val_set: ImageD
     final.config["metrics"] = {"val": {k: v for k, v in val.items() if k not in ("p_fake", "y", "errors", "generator_probs")}}
     final.save_pretrained(out)
     if cfg.memory_mb > 0:  # pooled features of a balanced sample of train and val images, for aigi adapt
-        from .adapt import MEMORY_NAME, build_memory
+        from .memory import MEMORY_NAME, build_memory
 
         build_memory(final, train_set.samples, val_set.samples, cfg.memory_mb, seed=cfg.seed, batch_size=cfg.batch_size,
                      progress=cfg.progress, how="by aigi train").save(out / MEMORY_NAME)
@@ -473,3 +329,6 @@ def _truncate_log(path: Path, step: int) -> None:
         if rec.get("step", 0) < step or (rec.get("event") == "epoch" and rec.get("step", 0) <= step):
             keep.append(line)
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+__all__ = ["data_record", "finish", "train", "train_step", "training_data", "validate"]

@@ -4,12 +4,12 @@ The UnivFD recipe, for a small data set and a CPU: the encoder never changes, so
 per draw, and the heads are then fitted on all those features at once instead of by one
 pass of SGD per epoch.
 
-1. Every epoch's draws (:mod:`aigi.trainset`: balanced, each its own augmented crop) are
+1. Every epoch's draws (:mod:`aigi.training.trainset`: balanced, each its own augmented crop) are
    encoded and kept: ``epochs x epoch_images`` feature rows. Each epoch's rows are saved in
    ``OUT/last/probe-<epoch>.safetensors`` as they are made, so a killed run resumes there.
 2. Features are standardised (mean 0, std 1 per dimension) so that one L2 strength suits
    dimensions as different as a channel's noise level and a pooled semantic feature.
-3. Both heads are fitted by full-batch L-BFGS (:func:`aigi.adapt.fit_heads`) with L2
+3. Both heads are fitted by full-batch L-BFGS (:func:`aigi.training.heads.fit_heads`) with L2
    ``probe_l2`` on the standardised weights, from zero.
 4. The standardisation is folded into the heads (``W / std``, ``b - W . mean / std``), so the
    saved detector is an ordinary one: encoder, then two linear heads, nothing extra.
@@ -36,11 +36,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
+from .heads import HeadFit, fit_heads
 from .trainset import TrainingImages, draw_order, make_loader
 
 if TYPE_CHECKING:
-    from .model import Detector
-    from .train import TrainConfig
+    from ..detector.model import Detector
 
 
 # What shapes one encoded draw: runs that agree on these can share their draws.
@@ -69,7 +70,7 @@ def _draw_probability(weights: np.ndarray) -> np.ndarray:
     return np.asarray(weights, np.float64) / np.sum(weights)
 
 
-def _config_key(cfg: "TrainConfig") -> str:
+def _config_key(cfg: TrainConfig) -> str:
     import json
     from dataclasses import asdict
 
@@ -85,7 +86,7 @@ def _saved_metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: "TrainConfig",
+def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: TrainConfig,
                  work: Path, autocast: bool, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """(features, labels, source indices, decode errors) of every epoch's draws (step 1). Each
     saved part also keeps, per row, the image's index and draw probability, and the paths and
@@ -133,7 +134,7 @@ def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarr
     return x, y, source, errors
 
 
-def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: "TrainConfig",
+def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: TrainConfig,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
     """(features, labels, source indices, row weights, record) from an earlier run's draws
     (``cfg.probe_features``): the rows of this run's train images, importance-weighted."""
@@ -175,8 +176,6 @@ def fit_probe(detector: "Detector", x: np.ndarray, y: np.ndarray, source: np.nda
               source_loss_weight: float, weight: np.ndarray | None = None) -> dict:
     """Steps 2-4: standardise, fit both heads (rows weighted by ``weight``, default equal), fold
     the standardisation into them."""
-    from .adapt import HeadFit, fit_heads
-
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / std
     d, n_labels = x.shape[1], len(detector.labels)
@@ -191,7 +190,7 @@ def fit_probe(detector: "Detector", x: np.ndarray, y: np.ndarray, source: np.nda
     return {**fit.info, "rows": int(len(y)), "feature_dim": int(d)}
 
 
-def train_probe(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: "TrainConfig", out: Path,
+def train_probe(detector: "Detector", images: TrainingImages, weights: np.ndarray, cfg: TrainConfig, out: Path,
                 autocast: bool, progress: bool) -> dict:
     """Encode the draws, fit the heads and save the detector to ``out``; returns the run's record."""
     started = time.time()

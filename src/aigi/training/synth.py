@@ -11,13 +11,13 @@ with the same name, the same size and the same encoding: both are saved from the
 pixels with the real file's own format and settings (a JPEG's quantisation tables and chroma
 subsampling, so "same quality" holds exactly; PNG stays PNG), and no metadata. Real and fake
 then differ only in the decoder's trace (Rajan et al., ICLR 2025; the autoencoders are the
-tiny stand-ins of :mod:`aigi.autoencoders`).
+tiny stand-ins of :mod:`aigi.encoders.autoencoders`).
 
 - ``--max-side`` (default 512): a larger image is centre-cropped to at most that many pixels per
   side first, at native resolution (never resized): the traces live in the pixels, and a
   512 px round trip costs seconds on a CPU where a 12-megapixel one would cost minutes.
 - ``DIR/aigi-dataset.json`` declares the dataset *paired*: its split rule hashes the name
-  below ``real/`` or ``fake/<generator>/`` (:func:`aigi.data.split_of`), so a real image and all
+  below ``real/`` or ``fake/<generator>/`` (:func:`aigi.io.samples.split_of`), so a real image and all
   its fakes always fall in the same split.
 - Resumable: a file already written is skipped (files are written under a temporary name
   and renamed). A file that cannot be read is reported and skipped; the rest go on.
@@ -37,8 +37,9 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .data import PAIRED_MARKER, ImageDecodeError, Sample, iter_inputs, read_bytes
-from .inputs import decode_source
+from ..io.files import iter_inputs, read_bytes
+from ..io.inputs import decode_source
+from ..io.samples import PAIRED_MARKER, ImageDecodeError, Sample
 
 DEFAULT_MAX_SIDE = 512
 
@@ -112,7 +113,7 @@ def synth_aligned(
     import torch
     from tqdm.auto import tqdm
 
-    from .autoencoders import TinyAutoencoder, reconstruct_arrays
+    from ..encoders.autoencoders import TinyAutoencoder, reconstruct_arrays
 
     if threads:
         torch.set_num_threads(threads)

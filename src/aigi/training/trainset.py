@@ -28,11 +28,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import REAL, ImageDataset, ImageDecodeError, Sample, read_bytes
-from .inputs import load_input
+from ..evaluation.metrics import compute_metrics
+from ..io.datasets import ImageDataset
+from ..io.files import read_bytes
+from ..io.inputs import load_input
+from ..io.samples import REAL, ImageDecodeError, Sample
 
 if TYPE_CHECKING:
-    from .model import Detector
+    from ..detector.model import Detector
 
 
 def source_of(sample: Sample) -> str:
@@ -132,7 +135,7 @@ def collate(items: list[dict]) -> dict:
 
 def global_batches(n_draws: int, start_draw: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """Draw positions of each batch from ``start_draw`` on (a resumed epoch skips what it did);
-    with ``world`` processes, rank r's share of each batch is positions r, r + world, ... (aigi.ddp)."""
+    with ``world`` processes, rank r's share of each batch is positions r, r + world, ... (aigi.training.ddp)."""
     return [list(range(s, min(s + batch_size, n_draws)))[rank::world] for s in range(start_draw, n_draws, batch_size)]
 
 
@@ -188,8 +191,6 @@ class FeatureCache:
 
     @torch.inference_mode()
     def metrics(self, detector: "Detector") -> dict:
-        from .evaluate import compute_metrics
-
         kept = self.row >= 0
         out = detector.heads(self.features.to(next(detector.parameters()).device))
         p_fake = torch.sigmoid(out.binary_logits.float() / detector.temperature).double().cpu().numpy()
