@@ -58,7 +58,7 @@ def model_dir(tmp_path_factory):
     """A saved tiny-clip detector (random weights, one generator): fast to load and score."""
     import torch
 
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
 
     torch.manual_seed(0)
     return Detector.from_backbone("tiny-clip", ["genA"]).save_pretrained(tmp_path_factory.mktemp("model"))

@@ -55,3 +55,10 @@ def zip_folder(folder: Path, archive: Path) -> Path:
             if f.is_file():
                 zf.write(f, f.relative_to(folder).as_posix())
     return archive
+
+
+def stripes(rng: np.random.Generator) -> Image.Image:
+    """A 'new generator' the trained model misses: a smooth image with faint vertical stripes."""
+    arr = np.asarray(synthetic_image(rng, False, 32)).astype(float)
+    arr[:, ::2] += 40
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package at the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks package at the repository root
 
 from benchmarks.fewshot import measure_fold, render, write_manifest  # noqa: E402
-from aigi.data import load_dataset  # noqa: E402
-from aigi.train import TrainConfig, train  # noqa: E402
-from synthetic import make_dataset, synthetic_image  # noqa: E402
-from test_adapt import stripes  # noqa: E402
+from aigi.io.datasets import load_dataset  # noqa: E402
+from aigi.training.config import TrainConfig  # noqa: E402
+from aigi.training.loop import train  # noqa: E402
+from synthetic import make_dataset, stripes, synthetic_image  # noqa: E402
 
 
 def save_all(images, folder: Path, label: int, generator: str, family: str) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package at the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks package at the repository root
 
 from benchmarks.generalization import PERTURBATIONS, fold_metrics, fold_rows, perturb, real_bins  # noqa: E402
 

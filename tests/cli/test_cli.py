@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from aigi.cli import build_parser, main, prepare_threads
+from aigi.cli.common import prepare_threads
+from aigi.cli.main import build_parser, main
 from synthetic import make_dataset
 
 
@@ -88,7 +89,10 @@ def test_export_and_detect_with_onnx_runtime(model_dir, images, tmp_path, capsys
 
 def test_importing_the_cli_does_not_load_torch():
     """`aigi detect` must set OpenMP's wait policy before torch loads (prepare_threads)."""
-    code = ("import sys, aigi, aigi.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
+    code = ("import sys, pkgutil, importlib, aigi, aigi.cli, aigi.cli.main; "
+            "[importlib.import_module(m.name) for m in pkgutil.iter_modules(aigi.cli.__path__, 'aigi.cli.') "
+            "if m.name != 'aigi.cli.__main__']; "
+            "aigi.cli.main.build_parser(); assert 'torch' not in sys.modules, 'torch loaded'; "
             "from aigi import Detector; assert 'torch' in sys.modules and Detector.__name__ == 'Detector'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from aigi.cli import build_parser, main
-from aigi.splits import resolve_splits, trained_on
+from aigi.cli.main import build_parser, main
+from aigi.io.splits import resolve_splits, trained_on
 
 
 @pytest.fixture
@@ -42,7 +42,8 @@ def test_split_rule(tmp_path, data):
     manifest.write_text(f"path,label\n{tmp_path / 'pack.zip'}::real/a.jpg,0\n")
     assert resolve_splits([str(tmp_path / "pack.zip")], {"training": {"data": {"source": str(manifest)}}})[0][0] == "test"
     # Training records the manifest's datasets, so the rule holds where the manifest is gone.
-    from aigi.train import TrainConfig, data_record
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import data_record
 
     record = data_record(TrainConfig(data=str(manifest)), type("Set", (), {"summary": lambda self: {}})())
     assert record["roots"] == [str(tmp_path / "pack.zip")]
@@ -112,7 +113,7 @@ def test_help_lists_every_backbone_and_documents_verdicts(capsys):
 def test_eval_sets_the_thread_policy_of_detect(model_dir, data, tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     args = build_parser().parse_args(["eval", str(data), "--model", str(model_dir), "--out", str(tmp_path / "e")])
-    from aigi.cli import prepare_threads
+    from aigi.cli.common import prepare_threads
 
     assert prepare_threads(args) and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 

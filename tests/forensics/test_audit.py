@@ -1,4 +1,4 @@
-"""Tests for aigi.audit: file properties without pixels, JPEG quality from quantization
+"""Tests for aigi.forensics.audit: file properties without pixels, JPEG quality from quantization
 tables, and the shortcut classifier on datasets built here (PNG fakes vs JPEG reals must
 warn; one encoding for both classes must not)."""
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aigi.audit import WARN_AUC, audit_dataset, file_properties, format_audit, jpeg_quality, source_of, warn_if_shortcut
-from aigi.cli import main
-from aigi.data import Sample, load_dataset
+from aigi.forensics.audit import (WARN_AUC, audit_dataset, file_properties, format_audit, jpeg_quality, source_of, warn_if_shortcut)
+from aigi.cli.main import main
+from aigi.io.datasets import load_dataset
+from aigi.io.samples import Sample
 from synthetic import synthetic_image
 
 
@@ -134,7 +135,8 @@ def test_warn_if_shortcut_prints_to_stderr_and_returns_the_auc(tmp_path, capsys)
 
 
 def test_train_warns_and_records_the_audit_auc(tmp_path, capsys):
-    from aigi.train import TrainConfig, train
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     root = write_set(tmp_path / "ds", real={"cam": ("JPEG", 32, {})}, fake={"gen": ("PNG", 32, {})}, n=10)
     out = train(TrainConfig(data=str(root), out=str(tmp_path / "run"), backbone="tiny-clip", epochs=1, batch_size=16,

@@ -1,4 +1,4 @@
-"""Tests for aigi.evidence: provenance read from the file itself, and the combination rule.
+"""Tests for aigi.forensics.evidence: provenance read from the file itself, and the combination rule.
 
 Every file is built here: PNG text chunks as AUTOMATIC1111, ComfyUI, NovelAI and InvokeAI
 write them, XMP packets with an IPTC digital source type, iPhone-like EXIF, and JPEG/PNG
@@ -15,8 +15,11 @@ import zlib
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aigi import data as aigi_data
-from aigi.evidence import Evidence, combine, read_evidence, scan_metadata, xmp_source_types
+from aigi.forensics.containers import scan_metadata
+from aigi.forensics.evidence import Evidence, read_evidence
+from aigi.forensics.generators import xmp_source_types
+from aigi.forensics.verdict import combine
+from aigi.io import decode as aigi_decode
 
 A1111 = ("a lighthouse at dusk, oil painting\nNegative prompt: blurry, lowres\n"
          "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234567, Size: 512x768, "
@@ -153,7 +156,7 @@ def test_xmp_digital_source_type(fmt):
         info.add_itxt("XML:com.adobe.xmp", xmp_packet().decode())
         im.save(buf, "PNG", pnginfo=info)
     else:
-        if fmt == "HEIF" and not aigi_data.register_heif_opener():
+        if fmt == "HEIF" and not aigi_decode.register_heif_opener():
             pytest.skip("pillow-heif is not installed")
         im.save(buf, fmt, xmp=xmp_packet())
     ev = read_evidence(buf.getvalue(), f"x.{fmt.lower()}")

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from aigi.model import Detector
-from aigi.data import split_of
-from aigi.predict import RESULT_FIELDS, ResultWriter, detect, select_inputs
+from aigi.detector.model import Detector
+from aigi.inference.detect import detect, select_inputs
+from aigi.inference.writers import RESULT_FIELDS, ResultWriter
+from aigi.io.samples import split_of
 from synthetic import make_dataset, zip_folder
 
 
@@ -102,7 +103,7 @@ def _rows(path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_half_written_last_record_is_repaired_on_resume(detector, inputs, tmp_path, suffix):
-    from aigi.cli import main
+    from aigi.cli.main import main
 
     folder, _, _ = inputs
     model = detector.save_pretrained(tmp_path / "model")
@@ -203,7 +204,7 @@ def _hostile_corpus(root):
 
 
 def test_hostile_inputs_each_get_a_row_and_the_run_completes(detector, tmp_path):
-    from aigi.cli import main
+    from aigi.cli.main import main
 
     corpus = _hostile_corpus(tmp_path / "hostile")
     model = detector.save_pretrained(tmp_path / "model")

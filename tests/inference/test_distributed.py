@@ -1,4 +1,4 @@
-"""Tests for aigi.distributed: scoring on a local Ray instance with Ray Data.
+"""Tests for aigi.inference.distributed: scoring on a local Ray instance with Ray Data.
 
 A tiny random detector (tiny-clip) and small images made with Pillow, all in tmp dirs;
 one Ray instance (2 CPUs, no dashboard) is shared by the module.
@@ -19,9 +19,9 @@ from PIL import Image
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from aigi.distributed import detect_ray, main, plan_inputs, precheck_file  # noqa: E402
-from aigi.model import Detector  # noqa: E402
-from aigi.predict import detect  # noqa: E402
+from aigi.detector.model import Detector  # noqa: E402
+from aigi.inference.detect import detect  # noqa: E402
+from aigi.inference.distributed import detect_ray, main, plan_inputs, precheck_file  # noqa: E402
 
 N_GOOD = 20
 # Ray Data's own DataContext warns about its deprecated fields; not ours to fix.
@@ -164,7 +164,7 @@ def test_main_jsonl_with_zip_and_missing_file(ray_local, model_dir, images, zipp
 
 def test_cpu_guard():
     # Ray Data needs a CPU beside the actors for its read/write tasks, or it waits forever.
-    from aigi.distributed import _check_cpus
+    from aigi.inference.distributed import _check_cpus
 
     class TwoCpus:
         @staticmethod
@@ -211,7 +211,7 @@ def test_precheck_file(tmp_path):
 
 def test_unreadable_files_become_error_rows_not_reads(images, monkeypatch):
     # Tests may run as root, where chmod 000 does not stop reads; fake the access check instead.
-    import aigi.distributed as dist
+    import aigi.inference.distributed as dist
 
     monkeypatch.setattr(dist.os, "access", lambda path, mode: not path.endswith("img01.png"))
     plan = plan_inputs([images["root"]])
@@ -239,7 +239,7 @@ def test_missing_ray_message(model_dir, images, tmp_path, monkeypatch):
 
 
 def test_cli_detect_ray_flag(ray_local, model_dir, images, tmp_path, capsys):
-    from aigi.cli import main as aigi_main
+    from aigi.cli.main import main as aigi_main
 
     out = tmp_path / "shards"
     assert aigi_main(["detect", images["root"], "--model", str(model_dir), "--ray", "--out", str(out)]) == 0

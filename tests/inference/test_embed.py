@@ -1,4 +1,4 @@
-"""aigi.embed: features on disk, one record per image, resumable, and equal to what the heads see."""
+"""aigi.inference.embed: features on disk, one record per image, resumable, and equal to what the heads see."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from aigi.cli import main
-from aigi.embed import FeatureWriter, embed, load_features, model_identity
-from aigi.model import Detector
+from aigi.cli.main import main
+from aigi.detector.model import Detector
+from aigi.inference.embed import FeatureWriter, embed, load_features, model_identity
 from synthetic import make_dataset, zip_folder
 
 

@@ -1,4 +1,4 @@
-"""Heatmaps (aigi.explain, aigi explain) and the worst mistakes of aigi eval's report."""
+"""Heatmaps (aigi.inference.explain, aigi explain) and the worst mistakes of aigi eval's report."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.cli import main
-from aigi.explain import heatmap
-from aigi.scoring import Prediction
+from aigi.cli.main import main
+from aigi.detector.scoring import Prediction
+from aigi.inference.explain import heatmap
 
 
 def _prediction(p: float, size=(400, 200)) -> Prediction:

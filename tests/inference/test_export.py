@@ -17,15 +17,16 @@ pytest.importorskip("onnxruntime", reason="the onnx runtime needs onnxruntime (p
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
-from aigi import export as export_mod  # noqa: E402
-from aigi.data import Sample  # noqa: E402
-from aigi.inputs import load_input  # noqa: E402
-from aigi.export import METADATA_KEYS, OnnxDetector, export_onnx, load_runtime  # noqa: E402
-from aigi.model import Detector  # noqa: E402
-from aigi.predict import score_samples  # noqa: E402
+from aigi.detector.model import Detector  # noqa: E402
+from aigi.inference import export as export_mod  # noqa: E402
+from aigi.inference.detect import score_samples  # noqa: E402
+from aigi.inference.export import METADATA_KEYS, export_onnx  # noqa: E402
+from aigi.inference.runtime import OnnxDetector, load_runtime  # noqa: E402
+from aigi.io.inputs import load_input  # noqa: E402
+from aigi.io.samples import Sample  # noqa: E402
 
 TOL = 1e-4
-DINOV2 = Path(__file__).resolve().parents[1].parent / "shared" / "zoo" / "dinov2-s14-imgfocus"
+DINOV2 = Path(__file__).resolve().parents[2].parent / "shared" / "zoo" / "dinov2-s14-imgfocus"
 
 
 def _has_dynamo() -> bool:

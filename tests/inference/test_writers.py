@@ -1,4 +1,4 @@
-"""Tests for the result formats of aigi.predict.ResultWriter and ``aigi detect --out/--format``:
+"""Tests for the result formats of aigi.inference.writers.ResultWriter and ``aigi detect --out/--format``:
 CSV, JSON Lines, one JSON document (atomic, no resume), and JSON Lines on standard output."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from aigi import predict
-from aigi.cli import main
-from aigi.model import Prediction
-from aigi.predict import FULL_FIELDS, RESULT_FIELDS, ResultWriter, result_format
+from aigi.cli.main import main
+from aigi.detector.scoring import Prediction
+from aigi.inference import writers
+from aigi.inference.writers import FULL_FIELDS, RESULT_FIELDS, ResultWriter, result_format
 
 ROWS = [Prediction("a.png", 0.9, "ai-generated", "genA", 0.8), Prediction("b.jpg", error="corrupt")]
 
@@ -62,9 +62,9 @@ def test_stdout_gets_json_lines(capsys):
 def test_writers_follow_result_fields(tmp_path, monkeypatch):
     """Rows are written from RESULT_FIELDS and result_row alone: a new field needs no writer change."""
     fields = (*RESULT_FIELDS, "extra")
-    plain = predict.result_row
-    monkeypatch.setattr(predict, "RESULT_FIELDS", fields)
-    monkeypatch.setattr(predict, "result_row", lambda p, full=False: {**plain(p, full), "extra": "c2pa"})
+    plain = writers.result_row
+    monkeypatch.setattr(writers, "RESULT_FIELDS", fields)
+    monkeypatch.setattr(writers, "result_row", lambda p, full=False: {**plain(p, full), "extra": "c2pa"})
     for name in ("r.csv", "r.jsonl", "r.json"):
         with ResultWriter(tmp_path / name) as w:
             w.write(ROWS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.augment import CROP_RECIPES, LEVELS, augment_image, jpeg_reencode, random_crop
+from aigi.io.augment import CROP_RECIPES, LEVELS, augment_image, jpeg_reencode, random_crop
 
 
 def _photo(w: int, h: int) -> Image.Image:

@@ -1,4 +1,4 @@
-"""Tests for aigi.data: the split rule, dataset layouts, safe reading and decoding.
+"""Tests for aigi.io: the split rule, dataset layouts, safe reading and decoding.
 
 Every input is generated here (Pillow/numpy/zipfile) in ``tmp_path``; nothing is downloaded.
 """
@@ -20,20 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from aigi.data import (
-    ImageDataset,
-    ImageDecodeError,
-    Sample,
-    check_split,
-    decode_image,
-    iter_inputs,
-    label_from_relpath,
-    load_dataset,
-    read_bytes,
-    read_image,
-    reduction_factor,
-    split_of,
-)
+from aigi.io.datasets import ImageDataset, load_dataset
+from aigi.io.decode import decode_image, read_image, reduction_factor
+from aigi.io.files import iter_inputs, read_bytes
+from aigi.io.samples import ImageDecodeError, Sample, check_split, label_from_relpath, split_of
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -868,7 +858,7 @@ def test_zip_handles_do_not_accumulate(tmp_path):
 def test_load_datasets_concatenates_and_keeps_each_split(layout_dir, tmp_path):
     import shutil
 
-    from aigi.data import load_datasets
+    from aigi.io.datasets import load_datasets
 
     other = tmp_path / "other_ds"
     shutil.copytree(layout_dir, other)

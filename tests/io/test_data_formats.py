@@ -1,4 +1,4 @@
-"""Tests for aigi.data with everyday phone and web formats: HEIC/HEIF (pillow-heif) and AVIF.
+"""Tests for aigi.io with everyday phone and web formats: HEIC/HEIF (pillow-heif) and AVIF.
 
 The files are written here by pillow-heif (HEIC) and Pillow (AVIF); nothing is downloaded.
 """
@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from aigi import data
-from aigi.data import IMAGE_EXTENSIONS, Sample, decode_image, is_isobmff, iter_inputs, read_image
+from aigi.io import decode
+from aigi.io.decode import decode_image, is_isobmff, read_image
+from aigi.io.files import IMAGE_EXTENSIONS, iter_inputs
+from aigi.io.samples import Sample
 
 pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed")
 
@@ -24,7 +26,7 @@ def _needs(fmt: str) -> None:
 
 def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
     if fmt == "HEIF":
-        data.register_heif_opener()  # Pillow writes HEIF through pillow-heif's plugin
+        decode.register_heif_opener()  # Pillow writes HEIF through pillow-heif's plugin
     buf = io.BytesIO()
     im.save(buf, fmt, **kwargs)
     return buf.getvalue()
@@ -84,15 +86,15 @@ def test_heic_in_a_folder_is_found_and_read(tmp_path):
 
 def test_truncated_heic_is_a_clear_error():
     raw = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)), "HEIF")
-    with pytest.raises(data.ImageDecodeError) as e:
+    with pytest.raises(decode.ImageDecodeError) as e:
         decode_image(raw[: len(raw) // 2], "cut.heic")
     assert e.value.path == "cut.heic" and e.value.reason
 
 
 def test_heic_without_pillow_heif_names_the_missing_package(monkeypatch):
     raw = encode(Image.new("RGB", (8, 8)), "HEIF")
-    monkeypatch.setattr(data, "register_heif_opener", lambda: False)
+    monkeypatch.setattr(decode, "register_heif_opener", lambda: False)
     monkeypatch.setattr(Image, "OPEN", {k: v for k, v in Image.OPEN.items() if k != "HEIF"})
     monkeypatch.setattr(Image, "ID", [k for k in Image.ID if k != "HEIF"])
-    with pytest.raises(data.ImageDecodeError, match="pillow-heif is not installed"):
+    with pytest.raises(decode.ImageDecodeError, match="pillow-heif is not installed"):
         decode_image(raw, "x.heic")

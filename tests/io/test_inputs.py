@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.preprocessing import Preprocessing, upscale_small
-from aigi.data import ImageDecodeError, Sample
-from aigi.inputs import crop_boxes, load_input
+from aigi.io.crops import crop_boxes, upscale_small
+from aigi.io.inputs import load_input
+from aigi.io.preprocessing import Preprocessing
+from aigi.io.samples import ImageDecodeError, Sample
 
 NATIVE = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3).native_crops(32, crops=4, min_side=16)
 

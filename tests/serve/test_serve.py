@@ -19,11 +19,14 @@ pytest.importorskip("fastapi_offline", reason="pip install 'aigi[serve]'")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from aigi.batcher import DynamicBatcher, Overloaded  # noqa: E402
-from aigi.cli import main  # noqa: E402
-from aigi.model import Detector  # noqa: E402
-from aigi.serve import create_app, load_api_keys, score_uploads, share_cores  # noqa: E402
-from aigi.uploads import BodyLimits, RequestError, read_uploads  # noqa: E402
+from aigi.cli.main import main  # noqa: E402
+from aigi.detector.model import Detector  # noqa: E402
+from aigi.inference.batcher import DynamicBatcher, Overloaded  # noqa: E402
+from aigi.io.uploads import BodyLimits, RequestError, read_uploads  # noqa: E402
+from aigi.serve.access import load_api_keys  # noqa: E402
+from aigi.serve.app import create_app  # noqa: E402
+from aigi.serve.handling import score_uploads  # noqa: E402
+from aigi.serve.run import share_cores  # noqa: E402
 from conftest import encode_image  # noqa: E402
 from serving import running_server  # noqa: E402
 from synthetic import synthetic_image  # noqa: E402

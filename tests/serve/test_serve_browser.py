@@ -22,7 +22,7 @@ from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from aigi.serve import score_uploads  # noqa: E402
+from aigi.serve.handling import score_uploads  # noqa: E402
 from conftest import encode_image  # noqa: E402
 from serving import running_server  # noqa: E402
 from synthetic import SHARED_DATA, synthetic_image  # noqa: E402
@@ -195,7 +195,7 @@ _DETECTOR = []
 
 def _detector():
     if not _DETECTOR:
-        from aigi.model import Detector
+        from aigi.detector.model import Detector
 
         _DETECTOR.append(Detector.from_pretrained("default"))
     return _DETECTOR[0]

@@ -1,4 +1,4 @@
-"""aigi.adapt: a few examples of a new generator, the encoder untouched, the old ones not forgotten."""
+"""aigi.training.adapt: a few examples of a new generator, the encoder untouched, the old ones not forgotten."""
 
 from __future__ import annotations
 
@@ -11,21 +11,15 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from aigi.adapt import (MEMORY_NAME, Memory, adapt, balanced_pick, budget_rows, row_weights, save_memory_for,
-                        trim_memory)
-from aigi.cli import main
-from aigi.model import Detector
-from aigi.train import TrainConfig, train
-from synthetic import make_dataset, synthetic_image
+from aigi.cli.main import main
+from aigi.detector.model import Detector
+from aigi.training.adapt import adapt, row_weights
+from aigi.training.config import TrainConfig
+from aigi.training.loop import train
+from aigi.training.memory import MEMORY_NAME, Memory, balanced_pick, budget_rows, save_memory_for, trim_memory
+from synthetic import make_dataset, stripes, synthetic_image
 
 MEMORY_MB = 0.05  # 200 rows of tiny-clip's 128-d features: small enough to bind on this data
-
-
-def stripes(rng: np.random.Generator) -> Image.Image:
-    """A 'new generator' the trained model misses: a smooth image with faint vertical stripes."""
-    arr = np.asarray(synthetic_image(rng, False, 32)).astype(float)
-    arr[:, ::2] += 40
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from aigi.model import Detector
-from aigi.train import TrainConfig, train
-from aigi.trainset import global_batches
+from aigi.detector.model import Detector
+from aigi.training.config import TrainConfig
+from aigi.training.loop import train
+from aigi.training.trainset import global_batches
 from synthetic import make_dataset
 
 ARGS = dict(backbone="tiny-clip", epochs=2, batch_size=16, workers=0, augment="light", precision="fp32", lr=1e-3,

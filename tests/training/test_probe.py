@@ -7,9 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aigi.model import Detector
-from aigi.probe import fit_probe
-from aigi.train import TrainConfig, train
+from aigi.detector.model import Detector
+from aigi.training.config import TrainConfig
+from aigi.training.loop import train
+from aigi.training.probe import fit_probe
 from synthetic import make_dataset
 
 
@@ -57,7 +58,7 @@ def test_probe_trains_keeps_the_encoder_and_resumes_from_saved_features(dataset,
 def test_half_scale_crops_are_added_where_the_image_holds_them():
     from PIL import Image
 
-    from aigi.inputs import load_input
+    from aigi.io.inputs import load_input
 
     det = Detector.from_backbone("cnn-small", ["g"], image_size=32, crops=2, scales=(1.0, 0.5), min_side=16)
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
@@ -72,7 +73,7 @@ def test_half_scale_crops_are_added_where_the_image_holds_them():
 def test_a_run_on_a_subset_reuses_an_earlier_runs_draws_reweighted(dataset, tmp_path):
     import csv
 
-    from aigi.data import load_dataset
+    from aigi.io.datasets import load_dataset
 
     full = train(_cfg(dataset, tmp_path / "full"))
     rows = [s for s in load_dataset(dataset, "all").samples if s.generator != "genB"]  # one source left out

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.autoencoders import zoo_dir
-from aigi.cli import main
-from aigi.data import load_dataset, pair_key
+from aigi.cli.main import main
+from aigi.encoders.autoencoders import zoo_dir
+from aigi.io.datasets import load_dataset
+from aigi.io.samples import pair_key
 
 
 @pytest.fixture

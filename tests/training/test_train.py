@@ -10,10 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aigi.data import load_dataset
-from aigi.evaluate import evaluate
-from aigi.model import Detector
-from aigi.train import TrainConfig, fit_temperature, threshold_for_fpr, train
+from aigi.detector.model import Detector
+from aigi.detector.thresholds import threshold_for_fpr
+from aigi.evaluation.evaluate import evaluate
+from aigi.io.datasets import load_dataset
+from aigi.training.calibration import fit_temperature
+from aigi.training.config import TrainConfig
+from aigi.training.loop import train
 from synthetic import make_dataset, shared_file
 
 

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from aigi.data import Sample
-from aigi.trainset import draw_order, draw_weights, source_of
+from aigi.io.samples import Sample
+from aigi.training.trainset import draw_order, draw_weights, source_of
 
 
 def _samples() -> list[Sample]:
