@@ -98,10 +98,12 @@ def run_one(name: str, out_dir: Path, vit: str | None = None) -> dict:
     """Train, evaluate on every benchmark set, and return the row (runs in this process)."""
     import torch
 
-    from aigi.data import load_dataset
-    from aigi.evaluate import evaluate, write_report
-    from aigi.model import Detector
-    from aigi.train import TrainConfig, train
+    from aigi.detector.model import Detector
+    from aigi.evaluation.evaluate import evaluate
+    from aigi.evaluation.report import write_report
+    from aigi.io.datasets import load_dataset
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     from .datasets import build_attribution, build_generalization
 

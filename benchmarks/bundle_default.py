@@ -49,7 +49,7 @@ README_EXAMPLES = {"photo.jpg": ("real-photos-dev.zip", "real/bsds500/106005.jpg
 
 
 def test_rows() -> list[dict]:
-    from aigi.data import load_dataset
+    from aigi.io.datasets import load_dataset
 
     return [dict(path=s.display, label=s.label, generator=s.generator)
             for name in (*HIGH_RES_FAKES, *HIGH_RES_REALS) for s in load_dataset(DATA / name, "test").samples]
@@ -96,8 +96,9 @@ def sanity_images(work: Path) -> dict[str, tuple[str, bytes]]:
 
 
 def evaluate_default(detector, work: Path) -> dict:
-    from aigi.data import load_dataset
-    from aigi.evaluate import evaluate, write_report
+    from aigi.evaluation.evaluate import evaluate
+    from aigi.evaluation.report import write_report
+    from aigi.io.datasets import load_dataset
 
     results = {"high_res_test": score_grid({"default": detector}, test_rows(), work / "high-res-test",
                                            PERTURBATIONS)["default"]}
@@ -119,8 +120,8 @@ def train_composition(work: Path) -> dict[str, int]:
     """Training images (train split of the run's manifest) per family of benchmarks.generalization."""
     from collections import Counter
 
-    from aigi.data import load_dataset
-    from aigi.probe import image_key, path_key
+    from aigi.io.datasets import load_dataset
+    from aigi.training.probe import image_key, path_key
 
     family = {path_key(r["path"]): r["family"] for r in all_rows(RECIPE)}
     return dict(Counter(family.get(image_key(s), "other") for s in load_dataset(work / "train.csv", "train").samples))
@@ -172,7 +173,7 @@ on {time.strftime('%Y-%m-%d')} ({machine()}; encoding the draws and fitting the 
   only the pooled semantic ones). Heads: binary real / AI-generated, and source over {len(config['labels'])} labels
   (real, the training generators, and the aligned fakes' autoencoders), fitted by full-batch L-BFGS ({t.get('probe', {}).get('evaluations', '?')} evaluations) on the
   standardised features of every augmented training draw (`--tune {t['config']['tune']}`, L2
-  {t['config'].get('probe_l2')}; aigi.probe), the standardisation folded into the heads.
+  {t['config'].get('probe_l2')}; aigi.training.probe), the standardisation folded into the heads.
 - Input: **{prep['crop']} px crops at the image's own pixels**, never a shrunk whole image: up to {prep['crops']}
   crops on an even grid at each scale {list(prep.get('scales', [1.0]))} (1.0: the image's pixels; 0.5: a
   {2 * prep['crop']} px region seen at half size, where the image holds one), their logits averaged
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from aigi.splits import manifest_roots
+    from aigi.io.splits import manifest_roots
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update-md", action="store_true")
     p.add_argument("--md", default="BENCHMARKS.md")
     args = p.parse_args(argv)
-    from aigi.data import DECODE_WORKERS
-    from aigi.model import Detector, resolve_model_path
+    from aigi.detector.model import Detector
+    from aigi.detector.registry import resolve_model_path
+    from aigi.io.decode import DECODE_WORKERS
 
     model_dir = resolve_model_path(args.model)
     prep = Detector.from_pretrained(model_dir).preprocessing

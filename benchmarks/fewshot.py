@@ -15,14 +15,14 @@ trained on the same fold's rows of the high-resolution sets (no aligned fakes, n
 about two minutes a fold on 2 CPU cores; results say which model each fold used.
 
 **Record.** The fold models have no record of their training data, so one is made per fold
-(``aigi.adapt.save_memory_for``, 4 MB) from the fold's own training manifest: its train split
+(``aigi.training.memory.save_memory_for``, 4 MB) from the fold's own training manifest: its train split
 for the fit part, its val split held out, as ``aigi memory MODEL train.csv`` would.
 
 **Protocol.** F's images are shuffled (seed); the second half is F's test set, the same for
 every K; the adaptation set for K is the first K' = min(K, n_F // 2) of the first half (the
-table says K' and n_F). ``aigi.adapt.adapt(model, {F: those K' images})`` writes the adapted
+table says K' and n_F). ``aigi.training.adapt.adapt(model, {F: those K' images})`` writes the adapted
 model (its wall time includes embedding the K' images). Scores before and after come from
-pooled features (:mod:`aigi.embed`, computed once per fold with the unchanged encoder; the
+pooled features (:mod:`aigi.inference.embed`, computed once per fold with the unchanged encoder; the
 heads are linear, so they are the scores ``aigi detect`` gives):
 
 - F's test images against the fold's held-out real photos: recall at each model's stored
@@ -74,7 +74,7 @@ def family_of(generator: str) -> str:
 
 def read_manifest(path: Path, split: str) -> list[dict]:
     """Rows of one public split of a manifest: path (as results name it), label, generator, family."""
-    from aigi.data import load_dataset
+    from aigi.io.datasets import load_dataset
 
     return [dict(path=s.display, label=s.label, generator=s.generator, family=family_of(s.generator) if s.label else "real")
             for s in load_dataset(path, split).samples]
@@ -93,7 +93,7 @@ def write_manifest(rows: list[dict], path: Path, generator: str | None = None) -
 def pooled_features(detector, rows: list[dict], out: Path) -> np.ndarray:
     """Pooled features of ``rows`` in their order (aigi embed into ``out``: resumable, cached);
     rows that could not be embedded get NaN."""
-    from aigi.embed import embed, load_features
+    from aigi.inference.embed import embed, load_features
 
     embed(detector, [write_manifest(rows, out.with_suffix(".csv"))], out, progress=False)
     f = load_features(out)
@@ -106,7 +106,7 @@ def pooled_features(detector, rows: list[dict], out: Path) -> np.ndarray:
 
 
 def head_scores(detector, features: np.ndarray) -> np.ndarray:
-    """p_fake from pooled features, as :meth:`aigi.scoring.ScoringMixin.score_inputs` combines crops."""
+    """p_fake from pooled features, as :meth:`aigi.detector.scoring.ScoringMixin.score_inputs` combines crops."""
     import torch
 
     with torch.inference_mode():
@@ -150,8 +150,9 @@ def scores_of(detector, feats: dict[str, np.ndarray], other_families: np.ndarray
 def measure_fold(model_dir: Path, family: str, family_rows: list[dict], real_rows: list[dict], other_rows: list[dict],
                  train_manifest: Path, work: Path, ks=KS, seed: int = 0) -> dict:
     """Adapt the fold model to ``family`` for each K and score before/after (module docstring)."""
-    from aigi.adapt import adapt, save_memory_for
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.training.adapt import adapt
+    from aigi.training.memory import save_memory_for
 
     work.mkdir(parents=True, exist_ok=True)
     detector = Detector.from_pretrained(model_dir)
@@ -233,7 +234,8 @@ def fold_split(family: str) -> tuple[list[dict], list[dict], list[dict], list[st
 
 def fallback_model(family: str, train_rows: list[dict]) -> Path:
     """The ``lite0-linear`` fold model (module docstring), trained once and cached."""
-    from aigi.train import TrainConfig, train
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     out = WORK / FALLBACK / family
     manifest = write_manifest(train_rows, out / "train.csv")
@@ -284,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_time(args: argparse.Namespace) -> None:
     """aigi adapt's wall time with K new images (of a family the model did see: only the count
     and the image sizes matter here, and no family has 2 x 100 images but sd1)."""
-    from aigi.adapt import adapt
+    from aigi.training.adapt import adapt
 
     from .generalization import FOLD_FAMILIES, dev_rows
 

@@ -173,7 +173,7 @@ def dev_rows(aligned_dir: Path | None) -> list[dict]:
 
 def cifake_rows(n: int) -> list[dict]:
     """A fixed sample of CIFAKE's train split (n per class), for the small-image band."""
-    from aigi.data import load_dataset
+    from aigi.io.datasets import load_dataset
 
     data = load_dataset(shared("cifake-dev.zip"), "train")
     rng = np.random.default_rng(0)
@@ -243,7 +243,7 @@ def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: dict | No
     with an uncertain band) the share of images in the band and of threshold errors it holds."""
     from sklearn.metrics import roc_auc_score
 
-    from aigi.evaluate import expected_calibration_error
+    from aigi.evaluation.metrics import expected_calibration_error
 
     real, fake = p[y == 0], p[y == 1]
     out = {"n_real": int(len(real)), "n_fake": int(len(fake)), "auc": None, "tpr_at_1fpr": None, "tpr_at_5fpr": None,
@@ -267,7 +267,8 @@ def fold_metrics(y: np.ndarray, p: np.ndarray, threshold: float, band: dict | No
 def score_grid(detectors: dict, rows: list[dict], work: Path, perturbations=PERTURBATIONS) -> dict:
     """p_fake of every held-out image under every perturbation -> metrics per model and perturbation.
     Each perturbed image is made once and scored by every model (``detectors``: name -> Detector)."""
-    from aigi.data import load_dataset, read_image
+    from aigi.io.datasets import load_dataset
+    from aigi.io.decode import read_image
 
     samples = load_dataset(write_manifest(rows, work / "held-out.csv")).samples
     images = [read_image(s) for s in samples]
@@ -285,7 +286,7 @@ def score_grid(detectors: dict, rows: list[dict], work: Path, perturbations=PERT
 
 def old_default():
     """The aigi 0.1 bundled model, kept as a registered name for this comparison."""
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
 
     try:
         return Detector.from_pretrained(OLD_DEFAULT)
@@ -314,7 +315,8 @@ def all_rows(recipe: str, aligned: Path | None = None) -> list[dict]:
 def train_recipe(recipe: str, rows: list[dict], out: Path, progress: bool = False, **extra) -> Path:
     """``aigi train`` of a recipe on a manifest of ``rows`` (the split rule picks train and val),
     resumed where a killed run stopped; returns the model directory."""
-    from aigi.train import TrainConfig, train
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     manifest = write_manifest(rows, out / "train.csv")
     model = out / "model"
@@ -328,8 +330,8 @@ def load_recipe_model(recipe: str, model: Path):
     """A recipe's trained model at the recipe's operating point: ``target_fpr`` sets the threshold from
     the model's stored validation reals, exactly as training with it does (so a run made before the
     recipe named one is scored as if it had)."""
-    from aigi.calibration import apply_operating_point
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.detector.thresholds import apply_operating_point
 
     detector = Detector.from_pretrained(model)
     apply_operating_point(detector, target_fpr=RECIPES[recipe][1].get("target_fpr"))

@@ -11,7 +11,7 @@ split rule) of the families it was trained on, from the same packs (generators-d
 sd15-styles); aligned fakes and CIFAKE are left out. No image here trained the model.
 
 **Score**: ``p_generator``, the top generator's probability given AI-generated (the open-set
-rule of :mod:`aigi.calibration`); higher means "a generator I know". AUROC of known vs
+rule of :mod:`aigi.training.calibration`); higher means "a generator I know". AUROC of known vs
 unknown, and of the negative entropy of the generator distribution beside it. At the rule's
 threshold (the model's stored ``open_set``, or, for a model trained before aigi stored one,
 the same rule applied to its fold's val-split fakes, said so): the share of unknown fakes named
@@ -51,7 +51,7 @@ def _member(path: str) -> str:
 def split_rows(rows: list[dict], family: str) -> tuple[list[dict], list[dict], list[dict]]:
     """(unknown, known, val_known): the held-out family's fakes; the test-split and val-split
     fakes of the trained families (generator packs only)."""
-    from aigi.data import split_of
+    from aigi.io.samples import split_of
 
     fakes = [r for r in rows if r["label"] == 1 and Path(r["path"].split("::")[0]).name in PACKS]
     unknown = [r for r in fakes if r["family"] == family]
@@ -62,9 +62,9 @@ def split_rows(rows: list[dict], family: str) -> tuple[list[dict], list[dict], l
 
 def p_generator(detector, rows: list[dict], work: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(p_generator, negative entropy of the generator distribution) of every row's image."""
-    from aigi.calibration import generator_confidence
-    from aigi.data import load_dataset
-    from aigi.predict import score_samples
+    from aigi.inference.detect import score_samples
+    from aigi.io.datasets import load_dataset
+    from aigi.training.calibration import generator_confidence
 
     samples = load_dataset(write_manifest(rows, work / f"{name}.csv")).samples
     probs = []
@@ -86,8 +86,8 @@ def _auroc(known: np.ndarray, unknown: np.ndarray) -> float | None:
 
 
 def score_fold(model_dir: Path, family: str, rows: list[dict], work: Path) -> dict:
-    from aigi.calibration import open_set_threshold
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.training.calibration import open_set_threshold
 
     detector = Detector.from_pretrained(model_dir)
     unknown, known, val = split_rows(rows, family)
@@ -117,7 +117,8 @@ def score_fold(model_dir: Path, family: str, rows: list[dict], work: Path) -> di
 
 def train_small(family: str, rows: list[dict], bins: list[list[str]], work: Path) -> Path:
     """A small fold model (see the module docstring), trained once and reused."""
-    from aigi.train import TrainConfig, train
+    from aigi.training.config import TrainConfig
+    from aigi.training.loop import train
 
     train_rows, _ = fold_rows(rows, family, bins[FOLD_FAMILIES.index(family)])
     out = work / f"{SMALL}-{family}"
@@ -197,7 +198,7 @@ def render_all(results: dict) -> str:
     recipes = sorted((r for r in results if results[r]["folds"]), key=lambda r: (results[r].get("small", False), r))
     intro = [SECTION, "",
              "Does the model know when a fake comes from a generator it never saw? The open-set rule "
-             "(`aigi.calibration`) names the generator `unknown` when p_generator is under the threshold that 95% of "
+             "(`aigi.training.calibration`) names the generator `unknown` when p_generator is under the threshold that 95% of "
              "held-out fakes of the trained generators reach.", ""]
     return "\n".join(intro) + "\n" + "\n".join(render(results[r], r) for r in recipes)
 

@@ -266,8 +266,8 @@ def _own_cpu_s() -> float:
 
 
 def measure_detect(folder: Path, tmp: Path) -> dict:
-    from aigi.data import DECODE_WORKERS
-    from aigi.model import BUNDLED_MODELS_DIR
+    from aigi.detector.registry import BUNDLED_MODELS_DIR
+    from aigi.io.decode import DECODE_WORKERS
 
     busy0, own0 = _busy_seconds(), os.times()
     t0 = time.perf_counter()
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             log("aigi detect on the same files")
             data["detect"] = measure_detect(tmp / "images", tmp)
             log(f"  {data['detect']['img_per_s']:.1f} img/s (other CPU {data['detect']['other_cpu']:.0%})")
-            from aigi.serve import share_cores
+            from aigi.serve.run import share_cores
 
             data["serve_threads"] = {str(w): dict(zip(("decode", "compute"), share_cores(w))) for w in args.server_workers}
             requests = [request_bytes(p, "127.0.0.1") for p in images]

@@ -10,13 +10,13 @@ What is measured, per model and runtime (torch fp32, torch bf16 autocast, ONNX R
   repeated after a warm-up. The ceiling for everything else.
 - **end to end**: ``aigi detect FOLDER --model DIR --out results.jsonl -q --workers W
   --batch-size B [--runtime onnx]`` in a fresh subprocess on N synthetic JPEGs. The child runs
-  ``aigi.cli.main`` through a small wrapper that notes when ``aigi.predict.detect`` starts
+  ``aigi.cli.main`` through a small wrapper that notes when ``aigi.inference.detect.detect`` starts
   and ends and reports its own peak RSS (``VmHWM`` of /proc/self/status; ``ru_maxrss`` would
   include the benchmark process's own peak, which Linux carries across fork + exec). "e2e img/s" is N / (time from the
   first request for a prediction to the last one): model loading and imports excluded;
   "incl. startup" divides N by the whole subprocess wall time. bf16: ``--precision bf16``.
 - **naive**: ``detector.predict([path])`` one file at a time on a subset.
-- **decode only**: ``aigi.predict.iter_decoded`` (read + decode + preprocess, no model) with
+- **decode only**: ``aigi.inference.detect.iter_decoded`` (read + decode + preprocess, no model) with
   W threads: the ceiling set by the input pipeline.
 - **RSS scaling**: peak RSS of ``aigi detect`` (tiny-clip) over 2,000 vs 20,000 small JPEGs.
 
@@ -204,8 +204,9 @@ def log(msg: str) -> None:
 def build_model(name: str, seed: int):
     import torch
 
-    from aigi.backbones import Encoder, Preprocessing
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.encoders.base import Encoder
+    from aigi.io.preprocessing import Preprocessing
 
     torch.manual_seed(seed)
     if name == "tiny-clip":
@@ -231,7 +232,7 @@ def prepare_model_dir(name: str, seed: int, directory: Path) -> None:
 
 
 def bundled_default_model() -> str | None:
-    from aigi.model import resolve_model_path
+    from aigi.detector.registry import resolve_model_path
 
     try:
         return str(resolve_model_path("default"))
@@ -271,8 +272,8 @@ def time_naive(detector, paths: list[Path], autocast: bool) -> dict:
 
 
 def time_decode(folder: Path, preprocessing, workers: int, batch_size: int) -> dict:
-    from aigi.data import iter_inputs
-    from aigi.predict import iter_decoded
+    from aigi.inference.detect import iter_decoded
+    from aigi.io.files import iter_inputs
 
     inflight = max(2 * batch_size, workers * batch_size * 2)  # as score_samples uses it
     t0 = time.perf_counter()
@@ -289,7 +290,7 @@ def _pool_init(preprocessing) -> None:
 
 
 def _pool_decode(sample):
-    from aigi.predict import _load  # what a decoding thread of `aigi detect` runs per file
+    from aigi.inference.detect import _load  # what a decoding thread of `aigi detect` runs per file
 
     return _load(sample, _POOL_PREPROCESSING)
 
@@ -299,7 +300,7 @@ def time_decode_processes(folder: Path, preprocessing, workers: int) -> dict:
     (each array is pickled back to the parent, as a process pipeline must)."""
     import multiprocessing
 
-    from aigi.data import iter_inputs
+    from aigi.io.files import iter_inputs
 
     with multiprocessing.get_context("fork").Pool(workers, _pool_init, (preprocessing,)) as pool:
         pool.map(abs, range(workers))  # the pool is up before the clock starts
@@ -314,7 +315,7 @@ def _measure_child(cfg_json: str) -> None:
     cfg = json.loads(cfg_json)
     result: dict = {}
     if cfg["what"] == "decode":
-        from aigi.backbones import Preprocessing
+        from aigi.io.preprocessing import Preprocessing
 
         prep = Preprocessing.from_dict(cfg["preprocessing"])
         if cfg.get("processes"):
@@ -322,7 +323,7 @@ def _measure_child(cfg_json: str) -> None:
         else:
             result = time_decode(Path(cfg["folder"]), prep, cfg["workers"], cfg["batch_size"])
     else:
-        from aigi.export import load_runtime
+        from aigi.inference.runtime import load_runtime
 
         runtime = cfg["runtime"]
         detector = load_runtime(cfg["model_dir"], runtime="onnx" if runtime == "onnx" else "torch")
@@ -355,9 +356,10 @@ _CHILD = r"""
 import json, resource, sys, time
 t_start = time.perf_counter()
 stats_path, argv = sys.argv[1], sys.argv[2:]
-from aigi.cli import build_parser, prepare_threads
+from aigi.cli.common import prepare_threads
+from aigi.cli.main import build_parser
 prepare_threads(build_parser().parse_args(argv))  # as main() does, before torch loads
-import aigi.predict as _predict
+import aigi.inference.detect as _predict
 _detect, marks = _predict.detect, {"n": 0}
 def detect(*args, **kwargs):
     marks["autocast"] = bool(kwargs.get("autocast"))
@@ -368,7 +370,7 @@ def detect(*args, **kwargs):
         yield pred
     marks["t_last"] = time.perf_counter()
 _predict.detect = detect
-from aigi.cli import main
+from aigi.cli.main import main
 rc = main(argv)
 ru = resource.getrusage(resource.RUSAGE_SELF)
 # VmHWM is the peak RSS of this process image. ru_maxrss is not: Linux carries the parent's
@@ -474,7 +476,7 @@ def bf16_supported(detector, batch) -> tuple[bool, str, float | None]:
     """Whether ``score_batch(autocast=True)`` runs here, is faster-capable hardware, and agrees with fp32."""
     import torch
 
-    from aigi.train import use_bf16
+    from aigi.detector.model import use_bf16
 
     cap = torch.backends.cpu.get_cpu_capability()
     native = use_bf16("auto", torch.device("cpu"))
@@ -488,8 +490,9 @@ def bf16_supported(detector, batch) -> tuple[bool, str, float | None]:
 
 
 def bench_model(name: str, args: argparse.Namespace, tmp: Path, images: list[Path]) -> dict:
-    from aigi.export import OnnxDetector, ensure_onnx
-    from aigi.model import Detector
+    from aigi.detector.model import Detector
+    from aigi.inference.export import ensure_onnx
+    from aigi.inference.runtime import OnnxDetector
 
     large = name in LARGE_MODELS
     n_images = min(args.n_images_large if large else args.n_images, len(images))
