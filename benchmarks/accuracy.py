@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,10 +30,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-ROOT = HERE.parent
-SHARED = ROOT.parent / "shared"
+from .harness import BENCHMARKS_MD, RESULTS, ROOT, SHARED, machine, replace_between, row, subcommands, table, update_markdown
+
 CIFAKE = str(SHARED / "data" / "cifake-dev.zip")
 DINOV2 = str(SHARED / "zoo" / "dinov2-s14-imgfocus")
 VIT = dict(backbone=DINOV2, image_size=112, max_images=4000, max_val_images=1000, batch_size=32, workers=1)
@@ -77,21 +73,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
                                  dict(VIT, tune="linear", augment="none", epochs=30, max_images=None, max_val_images=None,
                                       image_size=112, data="attribution")),
 }
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, {gpu}"
 
 
 def run_one(name: str, out_dir: Path, vit: str | None = None) -> dict:
@@ -155,7 +136,7 @@ def _fmt(x, pct: bool = True) -> str:
     return f"{100 * x:.2f}" if pct else f"{x:.4f}"
 
 
-def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> str:
+def report(results: Path = RESULTS, markdown: Path = BENCHMARKS_MD) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.name != "throughput.json"]
     order = list(CONFIGS)
     config_of = lambda r: r["name"].split("@")[0]  # noqa: E731  (NAME@vit rows: --vit)
@@ -166,18 +147,18 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
              "real-photos-dev reals, both cropped to 320 px and re-encoded as JPEG q95 4:4:4 "
              "(`python -m benchmarks.datasets generalization`), at the model's stored threshold. "
              "Each row: `python -m benchmarks.accuracy run NAME`; table: `python -m benchmarks.accuracy report`.", "",
-             "| configuration | backbone | tune | trainable params | input px | train images | epochs | train wall | "
-             "peak RSS | infer img/s | test acc | real acc | fake acc | AUC | AP | gen. AUC | gen. acc |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             *table(["configuration", "backbone", "tune", "trainable params", "input px", "train images", "epochs",
+                     "train wall", "peak RSS", "infer img/s", "test acc", "real acc", "fake acc", "AUC", "AP", "gen. AUC",
+                     "gen. acc"], "lll" + "r" * 14)]
     for r in rows:
         if config_of(r).endswith("-attribution"):
             continue
         t, g = r["test"], r.get("generalization", {})
-        lines.append(
-            f"| {r['name']} ({r['what']}) | {r['backbone']} | {r['tune']} | {r['trainable_params']:,} | {r['input_px']} | "
-            f"{r['train_images']:,} | {r['epochs']} | {r['train_wall_s'] / 60:.1f} min | {r['peak_rss_mb']:.0f} MB | "
-            f"{t['img_per_s']} | {_fmt(t['accuracy'])} | {_fmt(t['real_accuracy'])} | {_fmt(t['fake_accuracy'])} | "
-            f"{_fmt(t['auc'], False)} | {_fmt(t['ap'], False)} | {_fmt(g.get('auc'), False)} | {_fmt(g.get('accuracy'))} |")
+        lines.append(row([
+            f"{r['name']} ({r['what']})", r["backbone"], r["tune"], f"{r['trainable_params']:,}", r["input_px"],
+            f"{r['train_images']:,}", r["epochs"], f"{r['train_wall_s'] / 60:.1f} min", f"{r['peak_rss_mb']:.0f} MB",
+            t["img_per_s"], _fmt(t["accuracy"]), _fmt(t["real_accuracy"]), _fmt(t["fake_accuracy"]),
+            _fmt(t["auc"], False), _fmt(t["ap"], False), _fmt(g.get("auc"), False), _fmt(g.get("accuracy"))]))
     attribution = [r for r in rows if config_of(r).endswith("-attribution")]
     if attribution:
         lines += ["", "### Attribution (4 sources, 32 px, JPEG q95 4:4:4 for every source)", "",
@@ -191,12 +172,11 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
                       f"train images, {r['epochs']} epochs, {r['train_wall_s'] / 60:.1f} min): attribution accuracy "
                       f"{_fmt(a['accuracy'])}%, macro F1 {_fmt(a['macro_f1'], False)}; detection accuracy "
                       f"{_fmt(r['test']['accuracy'])}%, AUC {_fmt(r['test']['auc'], False)}.", "",
-                      "| true \\ predicted | " + " | ".join(a["labels"]) + " | recall |",
-                      "|---|" + "---:|" * (len(a["labels"]) + 1)]
+                      *table(["true \\ predicted", *a["labels"], "recall"], "l" + "r" * (len(a["labels"]) + 1))]
             for label, counts in zip(a["labels"], a["confusion"]):
                 n = sum(counts)
                 recall = counts[a["labels"].index(label)] / n if n else None
-                lines.append(f"| {label} | " + " | ".join(str(c) for c in counts) + f" | {_fmt(recall)}% |")
+                lines.append(row([label, *counts, f"{_fmt(recall)}%"]))
             lines.append("")
     notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
     if notes:
@@ -208,14 +188,14 @@ def report(results: Path = RESULTS, markdown: Path = ROOT / "BENCHMARKS.md") -> 
                   "Trained on the train splits of all of ../shared/data (`python -m benchmarks.bundle_default`; "
                   "see MODEL_CARD.md), scored on test splits it never saw; the last row, every sd15-styles fake, "
                   "includes its training fakes and is the fake recall `aigi eval` reports on that folder:", "",
-                  "| set | images | accuracy | real acc | fake acc | AUC |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {name} | {t['n_images']} | {_fmt(t['accuracy'])} | {_fmt(t['real_accuracy'])} | "
-                  f"{_fmt(t['fake_accuracy'])} | {_fmt(t['auc'], False)} |" for name, t in test.items()]
+                  *table(["set", "images", "accuracy", "real acc", "fake acc", "AUC"], "lrrrrr")]
+        lines += [row([name, t["n_images"], _fmt(t["accuracy"]), _fmt(t["real_accuracy"]), _fmt(t["fake_accuracy"]),
+                       _fmt(t["auc"], False)]) for name, t in test.items()]
     if rows:
         lines += ["", f"Machine: {rows[0]['machine']}. Dates: {', '.join(sorted({r['date'] for r in rows}))}."]
-        _replace_between(ROOT / "README.md", HEADLINE_MARKERS, headline(rows))
+        replace_between(ROOT / "README.md", HEADLINE_MARKERS, headline(rows))
     section = "\n".join(lines) + "\n"
-    _replace_section(markdown, "## Accuracy", section)
+    update_markdown(markdown, section)
     return section
 
 
@@ -225,12 +205,11 @@ HEADLINE_MARKERS = ("<!-- headline table: python -m benchmarks.accuracy report -
 def headline(rows: list[dict]) -> str:
     """The short table README shows: one line per detection row, best test accuracy first."""
     rows = sorted((r for r in rows if "generalization" in r), key=lambda r: -(r["test"]["accuracy"] or 0))
-    lines = ["| configuration | input px | train images × epochs | train wall (2 CPU cores unless a GPU is named) | "
-             "CIFAKE test acc | AUC | unseen generators: AUC |", "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['input_px']} | {r['train_images']:,} × {r['epochs']} | {r['train_wall_s'] / 60:.1f} min"
-              f"{_gpu_of(r)} | "
-              f"{_fmt(r['test']['accuracy'])}% | {_fmt(r['test']['auc'], False)} | "
-              f"{_fmt(r['generalization'].get('auc'), False)} |" for r in rows]
+    lines = table(["configuration", "input px", "train images × epochs", "train wall (2 CPU cores unless a GPU is named)",
+                   "CIFAKE test acc", "AUC", "unseen generators: AUC"], "lrrrrrr")
+    lines += [row([r["name"], r["input_px"], f"{r['train_images']:,} × {r['epochs']}",
+                   f"{r['train_wall_s'] / 60:.1f} min{_gpu_of(r)}", f"{_fmt(r['test']['accuracy'])}%",
+                   _fmt(r["test"]["auc"], False), _fmt(r["generalization"].get("auc"), False)]) for r in rows]
     return "\n".join(lines)
 
 
@@ -239,30 +218,8 @@ def _gpu_of(row: dict) -> str:
     return "" if gpu in ("", "no GPU") else f" on {gpu}"
 
 
-def _replace_between(markdown: Path, markers: tuple[str, str], body: str) -> None:
-    """Rewrite the text between two marker lines of a markdown file (left alone without them)."""
-    text = markdown.read_text() if markdown.exists() else ""
-    start, end = text.find(markers[0]), text.find(markers[1])
-    if start < 0 or end < start:
-        return
-    markdown.write_text(text[: start + len(markers[0])] + "\n" + body + "\n" + text[end:])
-
-
-def _replace_section(markdown: Path, heading: str, section: str) -> None:
-    """Rewrite one ``## `` section of BENCHMARKS.md, keeping the others."""
-    text = markdown.read_text() if markdown.exists() else "# Benchmarks\n\n"
-    start = text.find(heading + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    markdown.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub = subcommands(__doc__)
     p = sub.add_parser("run")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--all", action="store_true")

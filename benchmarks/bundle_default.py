@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .accuracy import ROOT, SHARED, machine
+from .harness import ROOT, SHARED, machine, row, table
 from .generalization import (DEFAULT_RECIPE as RECIPE, DEFAULT_RUN, PERTURBATIONS, all_rows, load_recipe_model,
                              load_results, score_grid, summarise, train_recipe)
 
@@ -134,23 +134,24 @@ def model_card(config: dict, results: dict, size_mb: float, train_s: float, comp
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     hr = results["high_res_test"]
     none = hr["none"]
-    grid = "\n".join(f"| {p} | {f3(m['auc'])} | {pct(m['tpr_at_5fpr'])} | {pct(m['real_fpr'])} | {pct(m['fake_recall'])} |"
+    grid = "\n".join(row([p, f3(m["auc"]), pct(m["tpr_at_5fpr"]), pct(m["real_fpr"]), pct(m["fake_recall"])])
                      for p, m in hr.items())
     logo = load_results().get(RECIPE)
     if logo and logo.get("folds"):
         mean = summarise(logo, RECIPE)
-        folds = "\n".join(f"| {fam} | {f3(fold[RECIPE]['grid']['none']['auc'])} | "
-                          f"{pct(fold[RECIPE]['grid']['none']['tpr_at_5fpr'])} | {pct(fold[RECIPE]['grid']['none']['real_fpr'])} | "
-                          f"{fold['held_out']['n_fake']} / {fold['held_out']['n_real']} |"
+        folds = "\n".join(row([fam, f3(fold[RECIPE]["grid"]["none"]["auc"]), pct(fold[RECIPE]["grid"]["none"]["tpr_at_5fpr"]),
+                               pct(fold[RECIPE]["grid"]["none"]["real_fpr"]),
+                               f"{fold['held_out']['n_fake']} / {fold['held_out']['n_real']}"])
                           for fam, fold in logo["folds"].items())
         logo_text = (f"Mean over {len(logo['folds'])} folds: AUC {f3(mean['none'].get('auc'))}, TPR at 5% FPR "
                      f"{pct(mean['none'].get('tpr_at_5fpr'))}, real FPR at the fold model's threshold "
                      f"{pct(mean['none'].get('real_fpr'))}; under JPEG 75 AUC {f3(mean.get('jpeg75', {}).get('auc'))}, "
                      f"under the re-share chain {f3(mean.get('reshare', {}).get('auc'))}.\n\n"
-                     "| held-out family | AUC | TPR at 5% FPR | real FPR | fakes / reals |\n|---|---:|---:|---:|---:|\n" + folds)
+                     + "\n".join(table(["held-out family", "AUC", "TPR at 5% FPR", "real FPR", "fakes / reals"], "lrrrr"))
+                     + "\n" + folds)
     else:
         logo_text = "_Not measured yet: run `python -m benchmarks.generalization run`._"
-    checks = "\n".join(f"| {name} | {c['size'][0]}x{c['size'][1]} | {c['expected']} | {c['verdict']} | {f3(c['p_fake'])} |"
+    checks = "\n".join(row([name, f"{c['size'][0]}x{c['size'][1]}", c["expected"], c["verdict"], f3(c["p_fake"])])
                        for name, c in results["first_images"].items())
     ci = results["cifake_test"]
     counts = t["data"]["per_source"]

@@ -15,7 +15,6 @@ The share of CPU used by other processes while it ran is recorded; a run above
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -25,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .throughput import cpu_meter, log, machine_info, run_cli, synthetic_photo, update_markdown
+from .harness import RESULTS, log, machine_info, measured, row, table, update_markdown, write_results
+from .measure import run_cli
+from .photos import synthetic_photo
 
-OUT_JSON = Path(__file__).resolve().parent / "results" / "camera_size.json"
+OUT_JSON = RESULTS / "camera_size.json"
 SECTION = "## Camera-size photos"
 TARGET_IMG_PER_S = 8.0
 
@@ -62,10 +63,10 @@ def render(data: dict) -> str:
         f"{r['images']} synthetic 4000 x 3000 JPEGs (quality 92, 4:2:0, a third stored sideways with an EXIF "
         f"orientation), model `{data['model']}` ({data['crops']} crops of {data['crop']} px per image, at scales 1 and 0.5 where the model has both, "
         f"{data['precision']}).", "",
-        "| img/s (first to last prediction) | img/s incl. start-up | start-up s | peak RSS MB | other CPU | target |",
-        "|---:|---:|---:|---:|---:|---|",
-        f"| {r['img_per_s']:.1f} {ok} | {r['img_per_s_incl_startup']:.1f} | {r['startup_s']:.1f} | {r['peak_rss_mb']:.0f} "
-        f"| {r.get('other_cpu', 0):.0%} | at least {TARGET_IMG_PER_S:g} img/s |", "",
+        *table(["img/s (first to last prediction)", "img/s incl. start-up", "start-up s", "peak RSS MB", "other CPU",
+                "target"], "rrrrrl"),
+        row([f"{r['img_per_s']:.1f} {ok}", f"{r['img_per_s_incl_startup']:.1f}", f"{r['startup_s']:.1f}",
+             f"{r['peak_rss_mb']:.0f}", f"{r.get('other_cpu', 0):.0%}", f"at least {TARGET_IMG_PER_S:g} img/s"]), "",
         f"Command run by the benchmark: `{r['cli']}`.", "",
     ])
 
@@ -94,21 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"making {args.n_images} 12-megapixel JPEGs in {tmp}")
         make_photos(tmp / "photos", args.n_images)
         workers = args.workers or DECODE_WORKERS
-        for attempt in range(2):
-            record: dict = {}
-            with cpu_meter(record):
-                record.update(run_cli(tmp / "photos", model_dir, tmp / "out", workers, args.batch_size, args.runtime))
-            record["disturbed"] = record.get("other_cpu", 0) > args.max_other_cpu
-            if not record["disturbed"]:
-                break
-            log(f"other processes used {record['other_cpu']:.0%} of the CPUs; measuring again")
-            time.sleep(10)
+        record = measured(lambda: run_cli(tmp / "photos", model_dir, tmp / "out", workers, args.batch_size, args.runtime),
+                          "aigi detect", args.max_other_cpu)
         data = {"benchmark": "camera_size", "date": time.strftime("%Y-%m-%d"),
                 "command": " ".join(["python -m benchmarks.camera_size", *(sys.argv[1:] if argv is None else argv)]),
                 "machine": machine_info(), "model": args.model, "crops": prep.crops * len(prep.scales), "crop": prep.crop,
                 "precision": args.runtime, "run": record}
-        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        OUT_JSON.write_text(json.dumps(data, indent=2) + "\n")
+        write_results(OUT_JSON, data, indent=2)
         section = render(data)
         print(section)
         if args.update_md:

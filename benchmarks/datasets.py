@@ -23,7 +23,9 @@ from PIL import Image
 
 from aigi.io.decode import decode_image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .harness import SHARED
+
+SHARED_DATA = SHARED / "data"
 CACHE = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench"))
 JPEG = dict(format="JPEG", quality=95, subsampling=0)  # the rule: q95, 4:4:4, no metadata
 GENERALIZATION_CROP = 320  # the smallest real photo side is 321 px: equal-size crops for all

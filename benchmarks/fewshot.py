@@ -36,7 +36,6 @@ heads are linear, so they are the scores ``aigi detect`` gives):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -45,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .accuracy import RESULTS, ROOT, machine
+from .harness import (RESULTS, add_report, machine, publish, read_results, row, run_subcommand, subcommands, table,
+                      write_manifest, write_results)
 
 OUT_JSON = RESULTS / "fewshot.json"
 CACHE = Path(os.environ.get("AIGI_BENCH_CACHE", Path.home() / ".cache" / "aigi" / "bench"))
@@ -78,16 +78,6 @@ def read_manifest(path: Path, split: str) -> list[dict]:
 
     return [dict(path=s.display, label=s.label, generator=s.generator, family=family_of(s.generator) if s.label else "real")
             for s in load_dataset(path, split).samples]
-
-
-def write_manifest(rows: list[dict], path: Path, generator: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "generator"])
-        for r in rows:
-            w.writerow([r["path"], r["label"], generator or r["generator"]])
-    return path
 
 
 def pooled_features(detector, rows: list[dict], out: Path) -> np.ndarray:
@@ -245,12 +235,11 @@ def fallback_model(family: str, train_rows: list[dict]) -> Path:
 
 
 def load_results() -> dict:
-    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    return read_results(OUT_JSON)
 
 
 def save_results(results: dict) -> None:
-    OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-    OUT_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(OUT_JSON, results)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -334,9 +323,8 @@ def render(results: dict) -> str:
              f"{TARGET_DROP}. *Worst family drop*: the largest AUC drop of one other family (those with at least "
              f"{MIN_FAMILY_FAKES} test fakes; with few fakes it is noisy). *Adapt wall*: the whole `aigi adapt` call, "
              "embedding the K new images included, with the record already made.", "",
-             "| model | family | n | K | test fakes / reals | recall | real FPR | family AUC | other families AUC (change) "
-             "| worst family drop | adapt wall |",
-             "|---|---|---:|---:|---:|---|---|---|---|---|---:|"]
+             *table(["model", "family", "n", "K", "test fakes / reals", "recall", "real FPR", "family AUC",
+                     "other families AUC (change)", "worst family drop", "adapt wall"], "llrrrlllllr")]
     met = total = 0
     for key, fold in runs.items():
         recipe, family = key.split(":", 1)
@@ -347,13 +335,13 @@ def render(results: dict) -> str:
             total += change is not None
             met += change is not None and -change <= TARGET_DROP
             worst = r["worst_family_drop"]
-            lines.append(
-                f"| {recipe} | {family} | {fold['n_family']} | {r['k_used']} | {fold['n_test_family']} / "
-                f"{fold['n_held_out_reals']} | {f(b['recall'])} → {f(a['recall'])} | {f(b['real_fpr'])} → "
-                f"{f(a['real_fpr'])} | {f(b['auc'])} → {f(a['auc'])} | {f(b['other_auc'], 4)} → {f(a['other_auc'], 4)} "
-                f"({'+' if (change or 0) >= 0 else ''}{f(change, 4)}) | "
-                + (f"{worst['family']} ({fold.get('other_family_n', {}).get(worst['family'], '?')} fakes) "
-                   f"{f(worst['drop'], 4)}" if worst else "n/a") + f" | {r['adapt_wall_s']:.1f} s |")
+            lines.append(row([
+                recipe, family, fold["n_family"], r["k_used"], f"{fold['n_test_family']} / {fold['n_held_out_reals']}",
+                f"{f(b['recall'])} → {f(a['recall'])}", f"{f(b['real_fpr'])} → {f(a['real_fpr'])}",
+                f"{f(b['auc'])} → {f(a['auc'])}",
+                f"{f(b['other_auc'], 4)} → {f(a['other_auc'], 4)} ({'+' if (change or 0) >= 0 else ''}{f(change, 4)})",
+                f"{worst['family']} ({fold.get('other_family_n', {}).get(worst['family'], '?')} fakes) "
+                f"{f(worst['drop'], 4)}" if worst else "n/a", f"{r['adapt_wall_s']:.1f} s"]))
     if total:
         lines += ["", f"Other-families AUC within the target (drop ≤ {TARGET_DROP}): {met} of {total} runs."]
     for key, t in results.get("timing", {}).items():
@@ -373,16 +361,11 @@ def render(results: dict) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .throughput import update_markdown
-
-    section = render(load_results())
-    update_markdown(ROOT / "BENCHMARKS.md", section)
-    print(section)
+    publish(render(load_results()))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub = subcommands(__doc__)
     p = sub.add_parser("run", help="adapt fold models and score them")
     p.add_argument("--recipe", default=RECIPE, help="the generalization recipe whose fold models to use (default %(default)s)")
     p.add_argument("--folds", default="all", help="comma-separated families, or all")
@@ -395,10 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--images-from", default="sd1", help="family whose images are added (default %(default)s)")
     p.set_defaults(func=cmd_time)
-    p = sub.add_parser("report", help="write the BENCHMARKS.md section")
-    p.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
-    args.func(args)
+    add_report(sub, cmd_report)
+    run_subcommand(parser, argv)
 
 
 if __name__ == "__main__":

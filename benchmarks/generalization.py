@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .accuracy import RESULTS, ROOT, SHARED, machine
+from .harness import (RESULTS, ROOT, SHARED, add_report, machine, publish, read_results, row, run_subcommand,
+                      subcommands, table, write_manifest, write_results)
 
 DATA = SHARED / "data"
 OUT_JSON = RESULTS / "generalization.json"
@@ -136,9 +137,9 @@ def camera_makes() -> dict[str, str]:
     """camera-photos-dev member -> normalised make (from the pack's CSV)."""
     makes = {}
     with open(shared("camera-photos-dev.csv"), newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            m = row["camera_make"].lower()
-            makes[row["member"]] = next((k for k in MAKES if k in m), "other-make").replace("asahi", "pentax")
+        for line in csv.DictReader(f):
+            m = line["camera_make"].lower()
+            makes[line["member"]] = next((k for k in MAKES if k in m), "other-make").replace("asahi", "pentax")
     return makes
 
 
@@ -196,16 +197,6 @@ def real_bins(rows: list[dict], k: int) -> list[list[str]]:
         bins[i].append(group)
         totals[i] += n
     return bins
-
-
-def write_manifest(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "generator"])
-        for r in rows:
-            w.writerow([r["path"], r["label"], r["generator"]])
-    return path
 
 
 # ----------------------------------------------------------------------------- perturbations
@@ -379,7 +370,7 @@ def _finished(model_dir: Path) -> bool:
 
 
 def load_results() -> dict:
-    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    return read_results(OUT_JSON)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -398,8 +389,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"[{args.recipe}] fold {family}: held-out reals {bins[k]}", file=sys.stderr, flush=True)
         run["folds"][family] = run_fold(args.recipe, family, bins[k], rows, WORK / args.recipe, not args.no_baseline,
                                         pool)
-        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        OUT_JSON.write_text(json.dumps(results, indent=1) + "\n")
+        write_results(OUT_JSON, results)
         g = run["folds"][family][args.recipe]["grid"]["none"]
         print(f"[{args.recipe}] fold {family}: AUC {g['auc']}, TPR@5% {g['tpr_at_5fpr']}, real FPR {g['real_fpr']}",
               file=sys.stderr, flush=True)
@@ -433,39 +423,34 @@ def render(results: dict, recipe: str) -> str:
                 "measured folds only, and a fold with a handful of fakes weighs as much as one with seventy)."
                 if len(run["folds"]) < len(FOLD_FAMILIES) else "."),
              "", "### Per fold (no perturbation)", "",
-             "| held-out family | fakes | held-out reals | reals | " + " | ".join(f"{m}: AUC / TPR@1% / TPR@5% / real FPR" for m in models) + " |",
-             "|---|---:|---|---:|" + "---|" * len(models)]
+             *table(["held-out family", "fakes", "held-out reals", "reals",
+                     *(f"{m}: AUC / TPR@1% / TPR@5% / real FPR" for m in models)], "lrlr" + "l" * len(models))]
     for family, fold in run["folds"].items():
         cells = []
         for m in models:
             g = fold.get(m, {}).get("grid", {}).get("none")
             cells.append("n/a" if g is None else f"{f(g['auc'])} / {f(g['tpr_at_1fpr'])} / {f(g['tpr_at_5fpr'])} / {f(g['real_fpr'])}")
-        lines.append(f"| {family} | {fold['held_out']['n_fake']} | {', '.join(fold['real_groups'])} | "
-                     f"{fold['held_out']['n_real']} | " + " | ".join(cells) + " |")
+        lines.append(row([family, fold["held_out"]["n_fake"], ", ".join(fold["real_groups"]), fold["held_out"]["n_real"],
+                          *cells]))
     means = {m: summarise(run, m) for m in models}
-    lines.append("| **mean** | | | | " + " | ".join(
+    lines.append(row(["**mean**", "", "", "", *(
         f"**{f(means[m]['none'].get('auc'))} / {f(means[m]['none'].get('tpr_at_1fpr'))} / "
-        f"{f(means[m]['none'].get('tpr_at_5fpr'))} / {f(means[m]['none'].get('real_fpr'))}**" for m in models) + " |")
+        f"{f(means[m]['none'].get('tpr_at_5fpr'))} / {f(means[m]['none'].get('real_fpr'))}**" for m in models)]))
     lines += ["", "### Perturbation grid (mean over folds: AUC / TPR at 5% FPR)", "",
-              "| model | " + " | ".join(PERTURBATIONS) + " |", "|---|" + "---:|" * len(PERTURBATIONS)]
+              *table(["model", *PERTURBATIONS], "l" + "r" * len(PERTURBATIONS))]
     for m in models:
-        lines.append(f"| {m} | " + " | ".join(
-            f"{f(means[m].get(p, {}).get('auc'))} / {f(means[m].get(p, {}).get('tpr_at_5fpr'))}" for p in PERTURBATIONS) + " |")
+        lines.append(row([m, *(f"{f(means[m].get(p, {}).get('auc'))} / {f(means[m].get(p, {}).get('tpr_at_5fpr'))}"
+                               for p in PERTURBATIONS)]))
     lines.append("")
     return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .throughput import update_markdown
-
-    section = render(load_results(), args.recipe)
-    update_markdown(ROOT / "BENCHMARKS.md", section)
-    print(section)
+    publish(render(load_results(), args.recipe))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub = subcommands(__doc__)
     p = sub.add_parser("run", help="train and score folds")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
     p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
@@ -474,11 +459,8 @@ def main(argv: list[str] | None = None) -> None:
                         "default %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch CNN baseline")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("report", help="write the BENCHMARKS.md section")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
-    p.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
-    args.func(args)
+    add_report(sub, cmd_report).add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
+    run_subcommand(parser, argv)
 
 
 if __name__ == "__main__":

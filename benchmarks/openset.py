@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .accuracy import RESULTS, ROOT, machine
-from .generalization import FOLD_FAMILIES, WORK, dev_rows, fold_rows, real_bins, write_manifest
+from .harness import (RESULTS, add_report, machine, publish, read_results, row, run_subcommand, subcommands, table,
+                      write_manifest, write_results)
+from .generalization import FOLD_FAMILIES, WORK, dev_rows, fold_rows, real_bins
 
 OUT_JSON = RESULTS / "openset.json"
 SECTION = "## Open-set attribution"
@@ -137,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     recipe = SMALL if args.small else args.recipe
     folds = FOLD_FAMILIES if args.folds == "all" else tuple(args.folds.split(","))
     work = Path(args.cache) / recipe if args.cache else WORK / recipe
-    results = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    results = read_results(OUT_JSON)
     run = results.setdefault(recipe, {"folds": {}})
     run.update({"machine": machine(), "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
                 "small": bool(args.small), "command": "python -m benchmarks.openset " + " ".join(sys.argv[1:])})
@@ -153,8 +154,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         fold = score_fold(model, family, rows, work / f"{recipe}-{family}")
         fold["score_s"] = round(time.time() - started, 1)
         run["folds"][family] = fold
-        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-        OUT_JSON.write_text(json.dumps(results, indent=1) + "\n")
+        write_results(OUT_JSON, results)
         print(f"[{recipe}] {family}: AUROC {fold['auroc_p_generator']}, unknown flagged {fold['unknown_flagged']}, "
               f"known kept {fold['known_kept']}", file=sys.stderr, flush=True)
     if missing:
@@ -178,16 +178,15 @@ def render(run: dict, recipe: str) -> str:
                   "benchmark itself, to check it end to end; they say little about the real recipe.** The real "
                   "figures: `python -m benchmarks.openset run --recipe native-lite0` once "
                   "`python -m benchmarks.generalization run --recipe native-lite0` has trained its fold models.", ""]
-    lines += ["| held-out family | unknown fakes | known fakes | AUROC p_generator | AUROC −entropy | threshold | "
-              "unknowns called unknown | knowns keep their name |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += table(["held-out family", "unknown fakes", "known fakes", "AUROC p_generator", "AUROC −entropy", "threshold",
+                    "unknowns called unknown", "knowns keep their name"], "l" + "r" * 7)
     for family, r in folds.items():
-        lines.append(f"| {family} | {r['n_unknown']} | {r['n_known']} | {f(r['auroc_p_generator'])} | "
-                     f"{f(r['auroc_neg_entropy'])} | {f(r['threshold'])} | {f(r['unknown_flagged'])} | "
-                     f"{f(r['known_kept'])} |")
+        lines.append(row([family, r["n_unknown"], r["n_known"], f(r["auroc_p_generator"]), f(r["auroc_neg_entropy"]),
+                          f(r["threshold"]), f(r["unknown_flagged"]), f(r["known_kept"])]))
     mean = lambda k: float(np.mean([r[k] for r in folds.values() if r[k] is not None])) if any(  # noqa: E731
         r[k] is not None for r in folds.values()) else None
-    lines.append(f"| **mean** | | | **{f(mean('auroc_p_generator'))}** | **{f(mean('auroc_neg_entropy'))}** | | "
-                 f"**{f(mean('unknown_flagged'))}** | **{f(mean('known_kept'))}** |")
+    lines.append(row(["**mean**", "", "", f"**{f(mean('auroc_p_generator'))}**", f"**{f(mean('auroc_neg_entropy'))}**", "",
+                      f"**{f(mean('unknown_flagged'))}**", f"**{f(mean('known_kept'))}**"]))
     sources = {r["threshold_source"] for r in folds.values()}
     lines += ["", f"Thresholds: {'; '.join(sorted(sources))}.", ""]
     return "\n".join(lines)
@@ -204,29 +203,22 @@ def render_all(results: dict) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .throughput import update_markdown
-
-    results = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    results = read_results(OUT_JSON)
     if not any(run["folds"] for run in results.values()):
         raise SystemExit(f"no open-set results in {OUT_JSON}: run `python -m benchmarks.openset run` first")
-    section = render_all(results)
-    update_markdown(ROOT / "BENCHMARKS.md", section)
-    print(section)
+    publish(render_all(results))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser, sub = subcommands(__doc__)
     p = sub.add_parser("run", help="score the fold models (or train small ones with --small)")
     p.add_argument("--recipe", default="native-lite0", help="the generalization recipe whose fold models to score")
     p.add_argument("--small", action="store_true", help="small models trained here instead (see the docstring)")
     p.add_argument("--folds", default="all", help=f"comma-separated families, or all ({', '.join(FOLD_FAMILIES)})")
     p.add_argument("--cache", default=None, help="where the fold models are (default: $AIGI_BENCH_CACHE/generalization)")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("report", help="write the BENCHMARKS.md section (every recipe measured)")
-    p.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
-    args.func(args)
+    add_report(sub, cmd_report, "write the BENCHMARKS.md section (every recipe measured)")
+    run_subcommand(parser, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m benchmarks.serve_load                       # 16 clients, 400 requests, 1 and 2 server processes
     python -m benchmarks.serve_load --update-md           # also rewrite "## Serve load" in BENCHMARKS.md
-    python -m benchmarks.serve_load --fuzz-cases 5000     # also a long fuzz campaign (tests/test_serve_fuzz.py)
+    python -m benchmarks.serve_load --fuzz-cases 5000     # also a long fuzz campaign (tests/serve/test_serve_fuzz.py)
 
 What is measured, in one run:
 
@@ -23,7 +23,7 @@ it shares with the server. Other processes distort timings: every measurement re
 share of all CPUs used by processes other than this one and the server (from /proc), and it
 is printed and written with the results.
 
-Images: ``--requests`` synthetic photo-like JPEGs (``benchmarks.throughput.synthetic_photo``),
+Images: ``--requests`` synthetic photo-like JPEGs (``benchmarks.photos.synthetic_photo``),
 sides drawn from 512 to 1024 px, quality 90, seeded; one distinct file per request.
 """
 
@@ -44,7 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.throughput import _busy_seconds, log, machine_info, n_cpus, run_cli, synthetic_photo, update_markdown
+from .harness import busy_seconds, cpu_meter, log, machine_info, n_cpus, row, table, update_markdown, write_results
+from .measure import run_cli
+from .photos import synthetic_photo
 
 SECTION = "## Serve load"
 TARGET_VS_DETECT = 0.7
@@ -232,9 +234,9 @@ def measure_serve(workers: int, requests: list[bytes], args: argparse.Namespace,
     try:
         asyncio.run(drive(port, requests[: args.warmup], min(args.clients, args.warmup)))  # warm-up
         rss_warm = tree_memory_mb(proc.pid, "VmRSS")
-        busy0, own0, server0 = _busy_seconds(), _own_cpu_s(), tree_cpu_s(proc.pid)
+        busy0, own0, server0 = busy_seconds(), _own_cpu_s(), tree_cpu_s(proc.pid)
         result = asyncio.run(drive(port, requests, args.clients))
-        busy1, own1, server1 = _busy_seconds(), _own_cpu_s(), tree_cpu_s(proc.pid)
+        busy1, own1, server1 = busy_seconds(), _own_cpu_s(), tree_cpu_s(proc.pid)
         other = (busy1 - busy0) - (own1 - own0) - (server1 - server0)
         result.update({
             "server": "aigi serve " + " ".join(shlex.quote(a) for a in ["--workers", str(workers), *extra]),
@@ -269,15 +271,11 @@ def measure_detect(folder: Path, tmp: Path) -> dict:
     from aigi.detector.registry import BUNDLED_MODELS_DIR
     from aigi.io.decode import DECODE_WORKERS
 
-    busy0, own0 = _busy_seconds(), os.times()
-    t0 = time.perf_counter()
-    result = run_cli(folder, BUNDLED_MODELS_DIR / "default", tmp / "detect", DECODE_WORKERS, 32, "torch")
-    wall = time.perf_counter() - t0
-    own1 = os.times()
-    own = sum(own1[:4]) - sum(own0[:4])
-    other = (_busy_seconds() - busy0) - own
+    meter: dict = {}
+    with cpu_meter(meter):
+        result = run_cli(folder, BUNDLED_MODELS_DIR / "default", tmp / "detect", DECODE_WORKERS, 32, "torch")
     # The child's run_s is its scoring time; the meter spans its whole life (startup included).
-    result["other_cpu"] = round(max(0.0, other) / (wall * n_cpus()), 3)
+    result["other_cpu"] = meter["other_cpu"]
     return result
 
 
@@ -314,21 +312,22 @@ def render_section(data: dict) -> str:
         "- **other CPU**: share of all CPUs used by processes other than the benchmark and the server while it ran; "
         "above 10% the figures are slower than this machine can do alone.",
         "",
-        "| run | img/s | vs aigi detect | p50 ms | p99 ms | answers | 5xx | mean batch | peak RSS MB (after warm-up) | other CPU |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
-        f"| `aigi detect FOLDER --out results.jsonl -q` | {detect['img_per_s']:.1f} | 1.00 | | | {detect['images']} rows | | 32 | "
-        f"{detect['peak_rss_mb']:.0f} | {detect['other_cpu']:.0%} |",
+        *table(["run", "img/s", "vs aigi detect", "p50 ms", "p99 ms", "answers", "5xx", "mean batch",
+                "peak RSS MB (after warm-up)", "other CPU"], "lrrrrlrrrr"),
+        row(["`aigi detect FOLDER --out results.jsonl -q`", f"{detect['img_per_s']:.1f}", "1.00", "", "",
+             f"{detect['images']} rows", "", 32, f"{detect['peak_rss_mb']:.0f}", f"{detect['other_cpu']:.0%}"]),
     ]
     for r in data["serve"]:
         answers = ", ".join(f"{n} × {k}" for k, n in r["statuses"].items())
         if r["failed_results"]:
             answers += f"; {r['failed_results']} results with errors"
-        lines.append(
-            f"| `{r['server']}` | {r['img_per_s']:.1f} | {r['img_per_s'] / detect['img_per_s']:.2f} "
-            f"{_check(r['img_per_s'] >= TARGET_VS_DETECT * detect['img_per_s'])} | {r['latency_ms']['p50']:.0f} | "
-            f"{r['latency_ms']['p99']:.0f} | {answers} | {r['n_5xx']} {_check(r['n_5xx'] == 0)} | "
-            f"{r['batching']['mean_batch']} | {r['peak_rss_mb']:.0f} ({r['rss_after_warmup_mb']:.0f}) "
-            f"{_check(r['peak_rss_mb'] <= (1 + TARGET_RSS_GROWTH) * r['rss_after_warmup_mb'])} | {r['other_cpu']:.0%} |")
+        lines.append(row([
+            f"`{r['server']}`", f"{r['img_per_s']:.1f}",
+            f"{r['img_per_s'] / detect['img_per_s']:.2f} {_check(r['img_per_s'] >= TARGET_VS_DETECT * detect['img_per_s'])}",
+            f"{r['latency_ms']['p50']:.0f}", f"{r['latency_ms']['p99']:.0f}", answers,
+            f"{r['n_5xx']} {_check(r['n_5xx'] == 0)}", r["batching"]["mean_batch"],
+            f"{r['peak_rss_mb']:.0f} ({r['rss_after_warmup_mb']:.0f}) "
+            f"{_check(r['peak_rss_mb'] <= (1 + TARGET_RSS_GROWTH) * r['rss_after_warmup_mb'])}", f"{r['other_cpu']:.0%}"]))
     lines += [
         "",
         f"Targets: no 5xx; at least {TARGET_VS_DETECT:.0%} of `aigi detect`'s img/s; peak RSS at most "
@@ -341,7 +340,7 @@ def render_section(data: dict) -> str:
                       "ratio is only as fair as the two rows' other-CPU shares are alike."]
     if data.get("fuzz"):
         f = data["fuzz"]
-        lines += ["", f"Fuzz campaign in the same run (`AIGI_FUZZ_CASES={f['cases']} pytest tests/test_serve_fuzz.py`): "
+        lines += ["", f"Fuzz campaign in the same run (`AIGI_FUZZ_CASES={f['cases']} pytest tests/serve/test_serve_fuzz.py`): "
                       f"{f['summary']} ({f['wall_s']:.0f} s)."]
     if data.get("note"):
         lines += ["", data["note"]]
@@ -413,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"fuzz campaign: {args.fuzz_cases} cases")
                 env = {**os.environ, "AIGI_FUZZ_CASES": str(args.fuzz_cases)}
                 t1 = time.perf_counter()
-                fuzz = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_serve_fuzz.py"], env=env,
+                fuzz = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/serve/test_serve_fuzz.py"], env=env,
                                       capture_output=True, text=True)
                 data["fuzz"] = {"cases": args.fuzz_cases, "returncode": fuzz.returncode,
                                 "summary": (fuzz.stdout.strip().splitlines() or [""])[-1],
@@ -423,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             if tmp_ctx is not None:
                 tmp_ctx.cleanup()
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_results(out, data, indent=2)
         log(f"raw results: {out}")
     section = render_section(data)
     print(section)

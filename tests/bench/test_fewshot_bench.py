@@ -9,7 +9,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks package at the repository root
 
-from benchmarks.fewshot import measure_fold, render, write_manifest  # noqa: E402
+from benchmarks.fewshot import measure_fold, render  # noqa: E402
+from benchmarks.harness import write_manifest  # noqa: E402
 from aigi.io.datasets import load_dataset  # noqa: E402
 from aigi.training.config import TrainConfig  # noqa: E402
 from aigi.training.loop import train  # noqa: E402
