@@ -29,8 +29,10 @@ def save_all(images, folder: Path, label: int, generator: str, family: str) -> l
 
 def test_fewshot_protocol_end_to_end(tmp_path):
     data = make_dataset(tmp_path / "data", n_per_class=60, generators=("genA",), size=32)
-    manifest = write_manifest([dict(path=s.path, label=s.label, generator=s.generator) for s in load_dataset(data).samples],
-                              tmp_path / "train.csv")
+    # Paths relative to the manifest: the split rule hashes them as written, so absolute ones would
+    # give every pytest temporary folder (pytest-N) its own train/val split, and some fail the test.
+    manifest = write_manifest([dict(path=f"data/{s.relpath}", label=s.label, generator=s.generator)
+                               for s in load_dataset(data).samples], tmp_path / "train.csv")
     model = train(TrainConfig(data=str(manifest), out=str(tmp_path / "model"), backbone="tiny-clip", tune="linear",
                               augment="none", epochs=3, batch_size=16, workers=0, progress=False, precision="fp32",
                               head_lr=1e-2, target_fpr=0.1))
