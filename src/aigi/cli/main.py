@@ -11,8 +11,9 @@
     aigi export MODEL --format onnx --out model.onnx
     aigi serve [--model M] [--host 127.0.0.1] [--port 8000] [--workers N] [--api-key-file F]
     aigi synth aligned REAL... --autoencoder taesd|...|all --out DIR
+    aigi data build [--cache DIR] [--mirror DIR] [--only A,B]   (and: aigi data list)
 
-Each verb lives in its own module of this package (``detect``, ``train``, ``features``: embed,
+Each verb lives in its own module of this package (``detect``, ``train``, ``data``, ``features``: embed,
 adapt and memory, ``evaluate``, ``explain``, ``synth``, ``audit``, ``export``, ``serve``), each a
 thin layer over the Python API with an ``add_parser`` and a ``cmd_*``; :mod:`aigi.cli.common`
 holds what they share. No torch is imported before a verb runs.
@@ -24,10 +25,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import audit, detect, evaluate, explain, export, features, serve, synth, train
+from . import audit, data, detect, evaluate, explain, export, features, serve, synth, train
 
 # The order of `aigi --help`.
-VERB_MODULES = (detect, train, features, evaluate, explain, synth, audit, export, serve)
+VERB_MODULES = (detect, train, data, features, evaluate, explain, synth, audit, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
