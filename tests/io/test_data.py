@@ -867,3 +867,23 @@ def test_load_datasets_concatenates_and_keeps_each_split(layout_dir, tmp_path):
     assert len(both) == 2 * len(one)
     assert [s.relpath for s in both.samples] == [s.relpath for s in one.samples] * 2
     assert load_datasets(str(layout_dir)).samples == one.samples
+
+
+def test_a_manifest_split_column_fixes_each_rows_split(tmp_path):
+    """The cross-source yardstick holds out whole sources: a manifest's split column says where each row
+    goes, whatever the hash rule would say; rows without one keep the rule; a bad value names its line."""
+    from aigi.io.samples import split_of
+
+    names = [f"real/x{i}.jpg" for i in range(40)]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+    lines = ["path,label,split"] + [f"{n},real,{'test' if i < 20 else ''}" for i, n in enumerate(names)]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    test = {s.relpath for s in load_dataset(tmp_path / "m.csv", "test").samples}
+    assert test == set(names[:20]) | {n for n in names[20:] if split_of(n) == "test"}
+    assert {s.relpath for s in load_dataset(tmp_path / "m.csv", "train").samples} == {
+        n for n in names[20:] if split_of(n) == "train"}
+    (tmp_path / "bad.csv").write_text("path,label,split\nreal/x0.jpg,real,holdout\n")
+    with pytest.raises(ValueError, match=r"bad.csv:2: split 'holdout' is not one of train, val, test"):
+        load_dataset(tmp_path / "bad.csv")

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from .files import is_image_name, is_paired, walk_files, zip_members
-from .samples import ARCHIVE_SEPARATOR, REAL, Sample, check_split, label_from_relpath
+from .samples import ARCHIVE_SEPARATOR, PARTS, REAL, Sample, check_split, label_from_relpath
 
 
 @dataclass
@@ -72,11 +72,14 @@ def _read_manifest(csv_path: str) -> Iterator[Sample]:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{csv_path}: a manifest needs a header with columns path,label[,generator]")
+            raise ValueError(f"{csv_path}: a manifest needs a header with columns path,label[,generator][,split]")
         for lineno, row in enumerate(reader, start=2):
             rel = (row["path"] or "").strip()
             label = _parse_label(row["label"] or "", f"{csv_path}:{lineno}")  # None: short row
             generator = (row.get("generator") or "").strip() or (REAL if label == 0 else "fake")
+            fixed = (row.get("split") or "").strip().lower() or None
+            if fixed is not None and fixed not in PARTS:
+                raise ValueError(f"{csv_path}:{lineno}: split {fixed!r} is not one of {', '.join(PARTS)}")
             if ARCHIVE_SEPARATOR in rel:  # "dataset::member": a member of a zip or of a dataset folder
                 root, member = rel.split(ARCHIVE_SEPARATOR, 1)
                 root = root if os.path.isabs(root) else os.path.join(base, root)
@@ -85,18 +88,19 @@ def _read_manifest(csv_path: str) -> Iterator[Sample]:
                     paired[root] = is_paired(root)
                 if os.path.isdir(root):
                     yield Sample(path=os.path.join(root, member), relpath=member, label=label, generator=generator,
-                                 paired=paired[root])
+                                 paired=paired[root], fixed_split=fixed)
                 else:
                     yield Sample(path=member, relpath=member, label=label, generator=generator, archive=root,
-                                 paired=paired[root])
+                                 paired=paired[root], fixed_split=fixed)
                 continue
             full = rel if os.path.isabs(rel) else os.path.join(base, rel)
-            yield Sample(path=full, relpath=rel, label=label, generator=generator)
+            yield Sample(path=full, relpath=rel, label=label, generator=generator, fixed_split=fixed)
 
 
 def load_dataset(source: str | os.PathLike, split: str = "all") -> ImageDataset:
     """Read a dataset: a folder or ``.zip`` laid out ``real/**`` and ``fake/<generator>/**``,
-    or a CSV manifest ``path,label[,generator]``. Keeps only the samples of ``split``."""
+    or a CSV manifest ``path,label[,generator][,split]`` (a row's ``split``, when given, is its
+    split whatever the hash rule says). Keeps only the samples of ``split``."""
     check_split(split)
     source = os.fspath(source)
     if not os.path.exists(source):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-SPLITS = ("train", "val", "test", "all")
+PARTS = ("train", "val", "test")  # the splits an image can be in
+SPLITS = (*PARTS, "all")  # what a verb can be asked to score
 REAL = "real"
 PAIRED_MARKER = "aigi-dataset.json"  # a dataset root file; {"paired": true} keeps pairs in one split
 ARCHIVE_SEPARATOR = "::"  # "archive.zip::member": how results and manifests name a zip member
@@ -67,6 +68,8 @@ class Sample:
     ``relpath`` is the path relative to the dataset root; the split rule hashes it.
     ``label`` is 0 for real, 1 for AI-generated, -1 when unknown (files given to ``detect``).
     ``paired``: the sample belongs to a paired dataset, whose split rule hashes :func:`pair_key`.
+    ``fixed_split``: a split the dataset names for it (a manifest's ``split`` column, as the
+    cross-source yardstick writes: whole sources held out), which the hash rule then never overrides.
     """
 
     path: str
@@ -75,10 +78,14 @@ class Sample:
     generator: str = ""
     archive: str | None = None
     paired: bool = False
+    fixed_split: str | None = None
 
     @property
     def split(self) -> str:
-        """This sample's public split (see :func:`split_of`; paired datasets keep pairs together)."""
+        """This sample's split: the one its dataset fixed, else the public rule (see :func:`split_of`;
+        paired datasets keep pairs together)."""
+        if self.fixed_split:
+            return self.fixed_split
         return split_of(pair_key(self.relpath) if self.paired else self.relpath)
 
     @property
@@ -100,5 +107,5 @@ def label_from_relpath(relpath: str) -> tuple[int, str] | None:
     return None
 
 
-__all__ = ["ARCHIVE_SEPARATOR", "PAIRED_MARKER", "REAL", "SPLITS", "ImageDecodeError", "Sample", "check_split",
+__all__ = ["ARCHIVE_SEPARATOR", "PAIRED_MARKER", "PARTS", "REAL", "SPLITS", "ImageDecodeError", "Sample", "check_split",
            "label_from_relpath", "pair_key", "split_of"]

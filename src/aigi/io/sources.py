@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .samples import PARTS as SPLITS
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -22,7 +24,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 SOURCES_FILE = Path(__file__).with_name("sources.toml")
 SHARED_PREFIX = "shared:"  # archive = "shared:<file>": a file of the shared data folder
-SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff", ".bmp")
 
 
