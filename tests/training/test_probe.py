@@ -92,3 +92,19 @@ def test_a_run_on_a_subset_reuses_an_earlier_runs_draws_reweighted(dataset, tmp_
     # Draws shaped differently (another augmentation) cannot be reused.
     with pytest.raises(ValueError, match="augment"):
         train(_cfg(manifest, tmp_path / "other", probe_features=str(full), augment="none"))
+
+
+def test_a_run_with_fewer_augmentation_policies_reuses_the_draws_of_its_own(dataset, tmp_path):
+    """Draws made one policy at a time know their policy: a run with a subset of the policies keeps
+    exactly those draws (an ablation without encoding again); a policy the pool never drew is refused."""
+    pool = train(_cfg(dataset, tmp_path / "pool", augment="clean+jpeg+half"))
+    parts = [load_file(str(p)) for p in sorted((pool / "last").glob("probe-*.safetensors"))]
+    policy = torch.cat([p["policy"] for p in parts]).numpy()
+    from aigi.io.augment import POLICIES
+
+    assert set(policy) == {POLICIES.index(p) for p in ("clean", "jpeg", "half")}
+    sub = train(_cfg(dataset, tmp_path / "sub", augment="clean+jpeg", scales=(1.0,), probe_features=str(pool)))
+    assert Detector.from_pretrained(sub).config["training"]["probe"]["rows_reused"] == int(
+        np.isin(policy, [POLICIES.index("clean"), POLICIES.index("jpeg")]).sum())
+    with pytest.raises(ValueError, match="augment"):
+        train(_cfg(dataset, tmp_path / "more", augment="clean+reshare", probe_features=str(pool)))

@@ -72,9 +72,10 @@ def add_parser(verbs) -> None:
     p.add_argument("--crops", type=int, default=4, help="crops per image when the model scores (default %(default)s)")
     p.add_argument("--min-side", type=int, default=32, help="images with a shorter side are too small to judge (default %(default)s)")
     p.add_argument("--epoch-images", type=int, default=None, help="draws per epoch (default: the train set's size)")
-    p.add_argument("--augment", default="light", choices=["none", "light", "robust"],
+    p.add_argument("--augment", default="light",
                    help="light: flips, JPEG, blur; robust: also rescaling 0.5-1.5x, noise, JPEG 30-100 and "
-                        "re-sharing (default %(default)s)")
+                        "re-sharing; or policies joined by '+', one per draw (clean, jpeg, resize, reshare, blurnoise, "
+                        "half; e.g. clean+jpeg+reshare) (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="train on a fixed random subset of N images")
     p.add_argument("--max-val-images", type=int, default=None)
     p.add_argument("--target-fpr", type=float, default=None, help="choose the threshold for this false-positive rate on val")

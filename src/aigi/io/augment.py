@@ -5,8 +5,14 @@ rescaling, noise, framing, re-sharing) -- the robustness gaps the CLIP-detector 
 Every random choice comes from ``rng``, so a (seed, epoch, index) triple always gives the
 same image, whichever worker decodes it and whether or not the run was resumed.
 
-:func:`random_crop` makes one native-resolution training crop; it is what models with native
-crops train on. :func:`augment_image` is the whole-image version for models that resize.
+:func:`random_crop` makes one native-resolution training crop at a *level* (``none``,
+``light``, ``robust``: every step with its own probability, several at once). :func:`policy_crop`
+makes one at a *policy* instead: exactly one kind of change per draw (``clean``, ``jpeg``,
+``resize``, ``reshare``, ``blurnoise``, ``half``), chosen among a recipe's set (``augment =
+"clean+jpeg+reshare"``). With one change per draw, every draw says which change it saw, so a
+probe run can reuse an earlier run's encoded draws with any subset of its policies
+(:mod:`aigi.training.probe`), and each augmentation can be ablated without encoding anything
+again. :func:`augment_image` is the whole-image version for models that resize.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from PIL import Image, ImageFilter
 from .crops import upscale_small
 
 LEVELS = ("none", "light", "robust")
+# One change per draw (see policy_crop); a recipe names a set of them joined by "+".
+POLICIES = ("clean", "jpeg", "resize", "reshare", "blurnoise", "half")
 RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
 
 # (probability, range) of each step of random_crop, per level. "robust" is the recipe of the
@@ -130,3 +138,73 @@ def augment_image(im: Image.Image, rng: np.random.Generator, level: str = "light
     if u[5] < (0.5 if robust else 0.3):
         im = jpeg_reencode(im, quality)
     return im
+
+
+def policy_set(augment: str) -> tuple[str, ...] | None:
+    """The policies of an ``augment`` value like ``"clean+jpeg"`` (None for a level name);
+    ValueError naming what is unknown."""
+    if augment in LEVELS:
+        return None
+    names = tuple(dict.fromkeys(augment.split("+")))
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown or not names:
+        raise ValueError(f"unknown augmentation {augment!r}: a level ({', '.join(LEVELS)}) or policies joined by '+' "
+                         f"({', '.join(POLICIES)})")
+    return names
+
+
+def _window(im: Image.Image, side: int, rng: np.random.Generator) -> Image.Image:
+    """A random ``side`` x ``side`` window of ``im`` (the small-image rule first)."""
+    im, _ = upscale_small(im, side)
+    x, y = int(rng.integers(0, im.width - side + 1)), int(rng.integers(0, im.height - side + 1))
+    return im.crop((x, y, x + side, y + side))
+
+
+def _rescaled(im: Image.Image, crop: int, scale: float, margin: int, rng: np.random.Generator,
+              resample: int) -> Image.Image:
+    """A window of ``im`` that still covers ``crop`` (+ ``margin``) px after resizing by ``scale``, resized."""
+    if min(im.size) * scale >= crop:  # only the window the crop needs is processed
+        im = _window(im, min(min(im.size), math.ceil((crop + margin) / scale)), rng)
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample)
+
+
+def policy_crop(im: Image.Image, crop: int, policy: str, rng: np.random.Generator) -> Image.Image:
+    """One ``crop`` x ``crop`` training crop with exactly one change, ``policy``:
+
+    - ``clean``: a random native crop, nothing else;
+    - ``jpeg``: then JPEG at quality 50-99, 4:4:4 or 4:2:0 (the grid at a random phase);
+    - ``resize``: the image rescaled 0.5-1.5x (bilinear, bicubic or Lanczos) before the crop;
+    - ``reshare``: downscaled 0.5-0.9x (bilinear), then JPEG 60-90 at 4:2:0, as a re-shared image;
+    - ``blurnoise``: Gaussian blur (sigma 0.3-1.5) or Gaussian noise (std 1-5), either half the time;
+    - ``half``: the image seen at half size (a region twice the crop, bicubic), the view of a
+      model with ``scales`` (1.0, 0.5); a clean crop where the image holds no such region.
+
+    Then a horizontal flip half the time. Real and fake images get the same policies.
+    """
+    if policy == "clean":
+        c = _window(im, crop, rng)
+    elif policy == "jpeg":
+        c = _window(jpeg_reencode(_window(im, crop + 16, rng), int(rng.integers(50, 100)), int(rng.choice([0, 2]))),
+                    crop, rng)
+    elif policy == "resize":
+        scale = rng.uniform(0.5, 1.5)
+        c = _window(_rescaled(im, crop, scale, 8, rng, RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]), crop, rng)
+    elif policy == "reshare":
+        scale = rng.uniform(0.5, 0.9)
+        shared = _rescaled(im, crop, scale, 16, rng, Image.Resampling.BILINEAR)
+        c = _window(jpeg_reencode(shared, int(rng.integers(60, 91)), 2), crop, rng)
+    elif policy == "blurnoise":
+        c = _window(im, crop + 8, rng)
+        if rng.random() < 0.5:
+            c = c.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
+        else:
+            c = add_noise(c, float(rng.uniform(1.0, 5.0)), int(rng.integers(2**31)))
+        c = _window(c, crop, rng)
+    elif policy == "half":
+        if min(im.size) >= 2 * crop:
+            c = _window(im, 2 * crop, rng).resize((crop, crop), Image.Resampling.BICUBIC)
+        else:
+            c = _window(im, crop, rng)
+    else:
+        raise ValueError(f"unknown augmentation policy {policy!r} (known: {', '.join(POLICIES)})")
+    return c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else c

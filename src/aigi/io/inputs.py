@@ -31,7 +31,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .augment import augment_image, random_crop
+from .augment import augment_image, policy_crop, policy_set, random_crop
 from .crops import Box, crop_boxes, scaled_box, upscale_small
 from .decode import decode_image, to_rgb
 from .files import read_bytes
@@ -51,6 +51,7 @@ class ModelInput:
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the upright image
     too_small: bool = False
     scales: list[float] = field(default_factory=list)  # each crop's view: 1.0 native, 0.5 half size
+    policy: str = ""  # training: the augmentation policy this draw was made with (aigi.io.augment.POLICIES)
     evidence: dict | None = None  # what the file's metadata says (aigi.forensics.evidence), when asked for
 
     @property
@@ -111,8 +112,8 @@ def load_input(
     """Decode ``source`` and turn it into model input, by the rules of the module docstring.
 
     ``crops``: how many native crops cover the image (default ``preprocessing.crops``).
-    ``augment`` (an :data:`aigi.io.augment.LEVELS` name) with ``rng``: training's random
-    augmentation and a single random crop. ``data``: the source's bytes when the caller has
+    ``augment`` (an :data:`aigi.io.augment.LEVELS` name, or policies joined by ``+``) with ``rng``:
+    training's random augmentation and a single random crop. ``data``: the source's bytes when the caller has
     read them already (:func:`source_bytes`), so that they are read once; what the file's
     metadata says is read from them beside this path (:func:`aigi.forensics.evidence.load_with_evidence`).
     Raises :class:`~aigi.io.samples.ImageDecodeError`.
@@ -136,6 +137,12 @@ def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops
         empty = np.zeros((0, 3, preprocessing.crop, preprocessing.crop), np.float32)
         return ModelInput(name, empty, [], (width, height), too_small=True)
     usable = preprocessing.usable_scales(width, height)
+    policies = policy_set(augment) if augment is not None else None
+    if policies is not None:  # one change per draw, named
+        policy = policies[int(rng.integers(len(policies)))]
+        crop_im = policy_crop(im, preprocessing.crop, policy, rng)
+        view = 0.5 if policy == "half" and min(width, height) >= 2 * preprocessing.crop else 1.0
+        return ModelInput(name, preprocessing.normalise(crop_im)[None], [], (width, height), scales=[view], policy=policy)
     if augment is not None:
         view = usable[int(rng.integers(len(usable)))] if len(usable) > 1 else 1.0
         crop_im = random_crop(im, preprocessing.crop, rng, augment, base_scale=view)

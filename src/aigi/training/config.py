@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..encoders.backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
-from ..io.augment import LEVELS
+from ..io.augment import policy_set
 from ..io.samples import SPLITS
 
 TUNE_MODES = ("full", "last-k", "lora", "linear", "probe")
@@ -38,7 +38,7 @@ class TrainConfig:
     scales: tuple[float, ...] = (1.0,)  # native views: 1.0 the image's pixels, 0.5 half size as well
     probe_l2: float = 3e-4  # --tune probe: L2 on the standardised features' head weights
     probe_features: str | None = None  # --tune probe: reuse an earlier probe run's encoded draws (aigi.training.probe)
-    augment: str = "light"
+    augment: str = "light"  # a level (none, light, robust) or policies joined by "+" (aigi.io.augment)
     epoch_images: int | None = None  # draws per epoch (default: the train set's size)
     small_share: float = 0.2  # share of draws from images smaller than the crop (both bands present)
     source_power: float = 0.5  # source balance: share ~ count ** power (trainset.draw_weights)
@@ -66,8 +66,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.tune not in TUNE_MODES:
             raise ValueError(f"--tune must be one of {', '.join(TUNE_MODES)}, got {self.tune!r}")
-        if self.augment not in LEVELS:
-            raise ValueError(f"--augment must be one of {', '.join(LEVELS)}, got {self.augment!r}")
+        try:
+            policy_set(self.augment)
+        except ValueError as e:
+            raise ValueError(f"--augment: {e}") from None
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError("--precision must be auto, bf16 or fp32")
         if self.epochs < 1 or self.batch_size < 1:

@@ -21,7 +21,10 @@ saved row keeps its image's path, its source label and the probability the earli
 with; this run keeps the rows of images in its own train set and weights each by
 ``p_this_run(image) / p_earlier_run(image)`` (importance weights), so its heads see the balance
 its own draws would have had. The two runs must agree on everything that shapes a feature row
-(``FEATURE_FIELDS``); images the earlier run never drew are counted and left out.
+(``FEATURE_FIELDS``); images the earlier run never drew are counted and left out. Runs that draw
+by augmentation *policy* (``--augment clean+jpeg+...``, one change per draw, each draw knowing its
+own) need only agree on the rest: a run whose policies are a subset of the earlier run's keeps
+the draws of its own policies (each augmentation ablated without encoding anything again).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..io.augment import POLICIES, policy_set
 from .config import TrainConfig
 from .heads import HeadFit, fit_heads
 from .trainset import TrainingImages, draw_order, make_loader
@@ -106,7 +110,7 @@ def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarr
             parts.append(load_file(str(path)))
             continue
         order = draw_order(weights, n_draws, cfg.seed, epoch)
-        feats, labels, sources, index = [], [], [], []
+        feats, labels, sources, index, policies = [], [], [], [], []
         bar = tqdm(total=n_draws, unit="img", desc=f"encoding draws {epoch + 1}/{cfg.epochs}", disable=not progress,
                    dynamic_ncols=True)
         with torch.inference_mode():
@@ -118,11 +122,12 @@ def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarr
                     labels.append(batch["label"])
                     sources.append(batch["source"])
                     index.append(batch["index"])
+                    policies.append(batch["policy"])
                 bar.update(len(batch.get("label", [])) + len(batch["errors"]))
         bar.close()
         image = torch.cat(index).long()
         part = {"features": torch.cat(feats), "label": torch.cat(labels), "source": torch.cat(sources), "image": image,
-                "draw_probability": torch.from_numpy(probability[image.numpy()])}
+                "draw_probability": torch.from_numpy(probability[image.numpy()]), "policy": torch.cat(policies)}
         tmp = path.with_suffix(".tmp")
         save_file(part, str(tmp), metadata={"train_config": key, "labels": json.dumps(list(detector.labels)),
                                             "paths": json.dumps([image_key(s) for s in images.samples])})
@@ -146,7 +151,9 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
         raise FileNotFoundError(f"{root}: no probe-*.safetensors (the 'last' folder of an aigi train --tune probe run)")
     saved = json.loads(_saved_metadata(files[0]).get("train_config") or "{}")
     mine = json.loads(_config_key(cfg))
-    differ = [k for k in FEATURE_FIELDS if json.dumps(saved.get(k), default=str) != json.dumps(mine.get(k), default=str)]
+    wanted = _reusable_policies(saved, mine)
+    fields = [k for k in FEATURE_FIELDS if wanted is None or k not in ("augment", "scales")]
+    differ = [k for k in fields if json.dumps(saved.get(k), default=str) != json.dumps(mine.get(k), default=str)]
     if differ:
         raise ValueError(f"{root}: its draws were encoded with other {', '.join(differ)} than this run's "
                          f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}): they cannot be reused")
@@ -160,6 +167,8 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
         part = load_file(str(f))
         here = np.array([mine_index.get(paths[i], -1) for i in part["image"].tolist()])
         keep = here >= 0
+        if wanted is not None:  # only the draws of this run's policies
+            keep &= np.isin(part["policy"].numpy(), [POLICIES.index(p) for p in wanted])
         seen.update(here[keep].tolist())
         xs.append(part["features"].double().numpy()[keep])
         ys.append(part["label"].double().numpy()[keep])
@@ -170,6 +179,15 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
     record = {"reused_from": str(root), "rows_reused": int(len(w)), "train_images_never_drawn": int(len(images) - len(seen)),
               "epochs_reused": len(files)}
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss), w / w.sum(), record
+
+
+def _reusable_policies(saved: dict, mine: dict) -> tuple[str, ...] | None:
+    """This run's policies, when both runs drew by policy and the earlier one drew all of them
+    (its draws of other policies are then left out); None: the runs must agree on ``augment``."""
+    theirs, ours = (policy_set(str(c.get("augment", ""))) if str(c.get("augment", "")) else None for c in (saved, mine))
+    if theirs is None or ours is None or not set(ours) <= set(theirs):
+        return None
+    return ours
 
 
 def fit_probe(detector: "Detector", x: np.ndarray, y: np.ndarray, source: np.ndarray, l2: float,

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..evaluation.metrics import compute_metrics
+from ..io.augment import POLICIES
 from ..io.datasets import ImageDataset
 from ..io.files import read_bytes
 from ..io.inputs import load_input
@@ -119,7 +120,8 @@ class TrainingImages(torch.utils.data.Dataset):
         except ImageDecodeError as e:
             return {"error": e.reason, "path": sample.display}
         return {"pixels": torch.from_numpy(x.pixels[0]), "label": float(sample.label),
-                "source": self.source_index.get(sample.generator, 0), "index": i}
+                "source": self.source_index.get(sample.generator, 0), "index": i,
+                "policy": POLICIES.index(x.policy) if x.policy else -1}
 
 
 def collate(items: list[dict]) -> dict:
@@ -130,6 +132,7 @@ def collate(items: list[dict]) -> dict:
         batch["label"] = torch.tensor([x["label"] for x in good])
         batch["source"] = torch.tensor([x["source"] for x in good])
         batch["index"] = torch.tensor([x["index"] for x in good])
+        batch["policy"] = torch.tensor([x["policy"] for x in good])
     return batch
 
 
