@@ -114,6 +114,21 @@ def test_decide_three_outcomes_and_unknown_generator():
     assert old.verdict == "real" and decide(_scored(0.9), labels, OperatingPoint(0.5)).generator == "genA"
 
 
+def test_the_generator_column_never_names_a_training_aid_and_prefers_what_the_file_says():
+    labels = ["real", "aligned-taesd3", "genA"]
+    aid_on_top = decide(_scored(0.9, (0.1, 0.7, 0.2)), labels, OperatingPoint(0.5))
+    assert aid_on_top.generator == "genA" and aid_on_top.p_generator == pytest.approx(1.0)
+    from aigi.forensics.evidence import read_evidence
+
+    evidence = read_evidence(png_bytes(texts={"parameters": A1111}), "a.png").to_dict()
+    named = decide(_scored(0.2, evidence=evidence), ["real", "genA", "genB"], OperatingPoint(0.5))
+    assert named.verdict == "ai-generated" and named.p_generator is None
+    assert named.generator == f"{evidence['generator']['fields']['Model']} (AUTOMATIC1111)"
+    c2pa = {"c2pa": {"validates": True, "ai_declaration": {"digital_source_type": "trainedAlgorithmicMedia",
+                                                           "software_agent": "Adobe Firefly"}}}
+    assert decide(_scored(0.9, evidence=c2pa), labels, OperatingPoint(0.5)).generator == "Adobe Firefly (C2PA)"
+
+
 def test_evidence_decides_the_final_verdict_and_p_fake_is_kept():
     from aigi.forensics.evidence import read_evidence
 
@@ -121,7 +136,7 @@ def test_evidence_decides_the_final_verdict_and_p_fake_is_kept():
     pred = decide(_scored(0.2, evidence=evidence), ["real", "genA", "genB"], OperatingPoint(0.5))
     assert pred.pixel_verdict == "real" and pred.verdict == "ai-generated" and pred.p_fake == 0.2
     assert "AUTOMATIC1111" in pred.reason and "overridden" in pred.reason
-    assert pred.generator == "genA"  # an AI-generated verdict names the nearest generator
+    assert pred.generator == "v1-5-pruned-emaonly (AUTOMATIC1111)"  # the generator the file itself names
 
 
 # ----------------------------------------------------------------------------- outputs

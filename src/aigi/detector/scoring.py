@@ -21,9 +21,12 @@ How a verdict is reached (:func:`decide`, the same for every runtime, file, uplo
    :func:`aigi.forensics.verdict.combine` (a validating C2PA AI declaration or generator parameters make
    it ``ai-generated``; camera EXIF never changes it), with the reason. Without evidence (a PIL
    image, or evidence switched off) the pixel verdict is final.
-3. **Generator**, for an ``ai-generated`` verdict: the source head's top generator, and
-   ``p_generator`` its probability given AI-generated; ``unknown`` when ``p_generator`` is
-   under the model's open-set threshold (:func:`aigi.training.calibration.open_set_threshold`).
+3. **Generator**, for an ``ai-generated`` verdict: the one the file's own metadata names, when it
+   names one (:func:`aigi.forensics.verdict.declared_generator`; ``p_generator`` is then empty);
+   else the source head's top generator, and ``p_generator`` its probability given AI-generated;
+   ``unknown`` when ``p_generator`` is under the model's open-set threshold
+   (:func:`aigi.training.calibration.open_set_threshold`). Training aids (``aligned-*``) are never
+   named: the top is taken among real generators only.
 
 ``p_fake`` is never changed by the band or the evidence.
 """
@@ -38,12 +41,19 @@ import numpy as np
 from PIL import Image
 
 from ..forensics.evidence import load_with_evidence
-from ..forensics.verdict import FAKE_VERDICT, REAL_VERDICT, combine
+from ..forensics.verdict import FAKE_VERDICT, REAL_VERDICT, combine, declared_generator
 from ..io.inputs import ModelInput, Source, source_name
 from ..io.samples import ImageDecodeError
 
 UNCERTAIN_VERDICT = "uncertain"
 UNKNOWN_GENERATOR = "unknown"
+# Source labels that are training aids, not generators anyone meets (aigi synth aligned's round trips
+# through an autoencoder): the head may learn them, but the generator column never names them.
+TRAINING_AID_PREFIXES = ("aligned-",)
+
+
+def is_training_aid(label: str) -> bool:
+    return label.startswith(TRAINING_AID_PREFIXES)
 
 
 @dataclass
@@ -111,7 +121,11 @@ def decide(prediction: Prediction, labels: Sequence[str], point: OperatingPoint)
     else:
         prediction.verdict, prediction.reason = prediction.pixel_verdict, ""
     prediction.generator, prediction.p_generator = "", None
-    generators = list(labels[1:])
+    named = declared_generator(prediction.evidence) if prediction.verdict == FAKE_VERDICT else ""
+    if named:  # the file says which generator made it: that, not the head's guess
+        prediction.generator = named
+        return prediction
+    generators = [g for g in labels[1:] if not is_training_aid(g)]
     if prediction.verdict == FAKE_VERDICT and generators and prediction.generator_probs:
         gen_probs = np.asarray([prediction.generator_probs.get(g, 0.0) for g in generators], np.float64)
         best = int(np.argmax(gen_probs))

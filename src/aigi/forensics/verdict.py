@@ -44,6 +44,25 @@ def _declared(decl: dict) -> str:
     return f"{decl.get('action') or 'an action'} with digital source type {decl['digital_source_type']}{where}"
 
 
+# Where each tool's parameters name the model (aigi.forensics.generators' fields).
+MODEL_FIELDS = ("Model", "checkpoint", "model_name", "model_weights")
+
+
+def declared_generator(evidence: Evidence | dict | None) -> str:
+    """The generator the file's own metadata names ("" when none): the model in the generation
+    parameters, with the tool that wrote them (``flux1-dev.safetensors (ComfyUI)``), else the tool
+    alone, else the software agent of a C2PA AI declaration (``Adobe Firefly (C2PA)``)."""
+    ev = _as_dict(evidence)
+    gen = ev.get("generator") or {}
+    if gen.get("tool"):
+        fields = gen.get("fields") or {}
+        model = next((str(fields[k]) for k in MODEL_FIELDS if fields.get(k)), "")
+        return f"{model} ({gen['tool']})" if model else str(gen["tool"])
+    decl = (ev.get("c2pa") or {}).get("ai_declaration") or {}
+    agent = str(decl.get("software_agent") or "").strip()
+    return f"{agent} (C2PA)" if agent else ""
+
+
 def combine(pixel_verdict: str, p_fake: float | None, evidence: Evidence | dict | None) -> tuple[str, str]:
     """(final verdict, reason) from the pixel model's verdict and the file's evidence.
 
