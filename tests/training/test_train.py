@@ -155,3 +155,22 @@ def test_linear_probe_on_cached_features_equals_the_full_pipeline(dataset, tmp_p
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     log = [json.loads(x) for x in (cached / "log.jsonl").read_text().splitlines()]
     assert sum("loss" in r for r in log) == 2 * 5
+
+
+def test_validation_leaves_training_aids_out(dataset, tmp_path):
+    """Calibration is for the populations a user scores: aligned fakes (a training aid) never enter val."""
+    import csv
+
+    from aigi.io.datasets import load_dataset
+    from aigi.training.loop import training_data
+
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "generator", "split"])
+        for i, s in enumerate(load_dataset(dataset).samples):
+            w.writerow([s.display, s.label, s.generator, "val" if i % 2 else "train"])
+            if s.label == 0:
+                w.writerow([s.display, 1, "aligned-taesd", "val"])
+    _, val = training_data(TrainConfig(data=str(manifest), split="train"))
+    assert val.samples and not [s for s in val.samples if s.generator.startswith("aligned-")]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..detector.model import Detector, use_bf16
+from ..detector.scoring import is_training_aid
 from ..evaluation.evaluate import evaluate
 from ..forensics.audit import warn_if_shortcut
 from ..io.datasets import ImageDataset, load_datasets
@@ -60,7 +61,11 @@ def training_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
               "is held out to choose the best epoch and to calibrate", file=sys.stderr)
     train_set = train_set.subset(cfg.max_images, cfg.seed)
     max_val = cfg.max_val_images or (max(200, cfg.max_images // 4) if cfg.max_images else None)
-    val_set = load_datasets(cfg.data, "val").subset(max_val, cfg.seed)
+    val_set = load_datasets(cfg.data, "val")
+    # Calibration and the choice of epoch are for the populations a user scores: camera photos and
+    # generators' images; training aids (aligned fakes) are left out of validation.
+    val_set.samples = [s for s in val_set.samples if not is_training_aid(s.generator)]
+    val_set = val_set.subset(max_val, cfg.seed)
     if len(train_set) == 0:
         raise ValueError(f"{cfg.data}: the {cfg.split} split is empty")
     return train_set, val_set
