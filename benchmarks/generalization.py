@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import sys
@@ -41,8 +40,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
+from .perturb import PERTURBATIONS, perturb  # noqa: F401 (re-exported for the benchmarks that use them)
 from .harness import (RESULTS, ROOT, SHARED, add_report, machine, publish, read_results, row, run_subcommand,
                       subcommands, table, write_manifest, write_results)
 
@@ -67,7 +66,6 @@ FAMILIES = {
 FOLD_FAMILIES = ("midjourney", "openai", "dalle-mini", "ldm", "clip-guided", "sd1", "sd2", "sd3", "flux", "other-dit")
 MAKES = ("canon", "apple", "kodak", "nikon", "sony", "google", "panasonic", "olympus", "samsung", "minolta",
          "hewlett", "casio", "sanyo", "pentax", "asahi", "ricoh", "htc", "motorola")
-PERTURBATIONS = ("none", "jpeg95", "jpeg75", "jpeg50", "resize0.5", "resize1.5", "blur1", "reshare")
 
 # name -> (what it is, TrainConfig overrides, data options)
 RECIPES: dict[str, tuple[str, dict, dict]] = {
@@ -197,33 +195,6 @@ def real_bins(rows: list[dict], k: int) -> list[list[str]]:
         bins[i].append(group)
         totals[i] += n
     return bins
-
-
-# ----------------------------------------------------------------------------- perturbations
-
-
-def _jpeg(im: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, subsampling=2)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
-def perturb(im: Image.Image, name: str) -> Image.Image:
-    """One perturbation of the grid, applied the same way to real and fake images."""
-    w, h = im.size
-    if name == "none":
-        return im
-    if name.startswith("jpeg"):
-        return _jpeg(im, int(name[4:]))
-    if name.startswith("resize"):
-        s = float(name[6:])
-        return im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BICUBIC)
-    if name == "blur1":
-        return im.filter(ImageFilter.GaussianBlur(1.0))
-    if name == "reshare":
-        return _jpeg(im.resize((max(1, round(w * 0.75)), max(1, round(h * 0.75))), Image.Resampling.BICUBIC), 80)
-    raise ValueError(f"unknown perturbation {name!r}")
 
 
 # ----------------------------------------------------------------------------- scoring
