@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, backbone=args.backbone, tune=args.tune, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-        last_k=args.last_k, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
+        last_k=args.last_k, top_passes=args.top_passes, lora_rank=args.lora_rank, image_size=args.image_size, augment=args.augment,
         native=not args.resize, crops=args.crops, scales=tuple(float(v) for v in args.scales.split(",")),
         probe_l2=args.probe_l2, probe_features=args.probe_features, min_side=args.min_side, epoch_images=args.epoch_images,
         max_images=args.max_images, max_val_images=args.max_val_images, target_fpr=args.target_fpr,
@@ -48,9 +48,12 @@ def add_parser(verbs) -> None:
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: trained on together)")
     p.add_argument("--out", required=True, help="output directory (checkpoint, logs)")
     p.add_argument("--backbone", default="openai/clip-vit-base-patch32", help=f"the encoder: {BACKBONE_HELP} (default %(default)s)")
-    p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear", "probe"],
-                   help="what to train: every weight, the last k blocks, LoRA adapters, the heads by SGD (linear), or "
-                        "the heads fitted to convergence on frozen features of every draw (probe) (default %(default)s)")
+    p.add_argument("--tune", default="full", choices=["full", "last-k", "lora", "linear", "probe", "top-k"],
+                   help="what to train: every weight, the last k blocks, LoRA adapters, the heads by SGD (linear), "
+                        "the heads fitted to convergence on frozen features of every draw (probe), or a ViT's last k "
+                        "blocks on cached tokens of its frozen first ones (top-k) (default %(default)s)")
+    p.add_argument("--top-passes", type=int, default=2,
+                   help="--tune top-k: passes of the last blocks over all the cached draws (default %(default)s)")
     p.add_argument("--scales", default="1", help="native views, comma-separated: 1 (the image's pixels) or 1,0.5 "
                                                 "(also crops seen at half size) (default %(default)s)")
     p.add_argument("--probe-l2", type=float, default=3e-4, help="--tune probe: L2 on the standardised head weights")
@@ -63,7 +66,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: by --tune)")
     p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--last-k", type=int, default=2, help="blocks trained with --tune last-k")
+    p.add_argument("--last-k", type=int, default=2, help="blocks trained with --tune last-k or top-k (default %(default)s)")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--image-size", type=int, default=None,
                    help="crop side in px (default: the backbone's input size, 224 for most)")

@@ -13,7 +13,7 @@ from ..encoders.backbones import DEFAULT_BACKBONE, FROM_SCRATCH_BACKBONES
 from ..io.augment import policy_set
 from ..io.samples import SPLITS
 
-TUNE_MODES = ("full", "last-k", "lora", "linear", "probe")
+TUNE_MODES = ("full", "last-k", "lora", "linear", "probe", "top-k")
 
 
 @dataclass
@@ -29,7 +29,8 @@ class TrainConfig:
     head_lr: float = 1e-3
     weight_decay: float = 0.0
     warmup: float = 0.05  # fraction of all steps spent warming up, then cosine decay
-    last_k: int = 2
+    last_k: int = 2  # blocks trained by --tune last-k and top-k
+    top_passes: int = 2  # --tune top-k: passes of the last blocks over all the cached draws
     lora_rank: int = 8
     image_size: int | None = None  # crop side (native) or input size (resize); default: the backbone's
     native: bool = True  # native-resolution crops (False: the whole image resized, as aigi 0.1 did)
@@ -61,7 +62,7 @@ class TrainConfig:
             return self.lr
         if self.backbone in FROM_SCRATCH_BACKBONES:
             return 5e-4  # random initial weights: nothing to preserve
-        return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0, "probe": 0.0}[self.tune]
+        return {"full": 1e-5, "last-k": 3e-5, "lora": 3e-4, "linear": 0.0, "probe": 0.0, "top-k": 2e-5}[self.tune]
 
     def validate(self) -> None:
         if self.tune not in TUNE_MODES:

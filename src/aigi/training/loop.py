@@ -45,6 +45,7 @@ from .calibration import calibrate
 from .checkpoint import load_checkpoint, recover_interrupted_save, save_checkpoint
 from .config import TrainConfig
 from .probe import train_probe
+from .topk import train_top
 from .trainset import FeatureCache, TrainingImages, draw_order, draw_weights, image_side, make_loader
 from .tuning import configure_tuning, count_parameters, lr_schedule, make_optimizer, merged_copy
 
@@ -194,6 +195,13 @@ def train(cfg: TrainConfig) -> Path:
         if dist.enabled:
             raise ValueError("--tune probe runs in one process (its encoder only runs forward); drop torchrun")
         run = train_probe(detector, images, weights, cfg, out, autocast, progress)
+        finish(out, cfg, train_set, val_set, {"trainable_parameters": trainable, "total_parameters": total,
+                                              "shortcut_audit_auc": shortcut_auc, **run})
+        return out
+    if cfg.tune == "top-k":  # the last blocks trained on cached tokens of the frozen first ones (aigi.training.topk)
+        if dist.enabled:
+            raise ValueError("--tune top-k runs in one process; drop torchrun (or use --tune last-k under torchrun)")
+        run = train_top(detector, images, weights, cfg, out, autocast, progress)
         finish(out, cfg, train_set, val_set, {"trainable_parameters": trainable, "total_parameters": total,
                                               "shortcut_audit_auc": shortcut_auc, **run})
         return out

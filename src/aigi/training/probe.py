@@ -74,7 +74,7 @@ def _draw_probability(weights: np.ndarray) -> np.ndarray:
     return np.asarray(weights, np.float64) / np.sum(weights)
 
 
-def _config_key(cfg: TrainConfig) -> str:
+def config_key(cfg: TrainConfig) -> str:
     import json
     from dataclasses import asdict
 
@@ -83,7 +83,7 @@ def _config_key(cfg: TrainConfig) -> str:
                       sort_keys=True, default=str)
 
 
-def _saved_metadata(path: Path) -> dict:
+def saved_metadata(path: Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -102,11 +102,11 @@ def encode_draws(detector: "Detector", images: TrainingImages, weights: np.ndarr
     device = next(detector.parameters()).device
     detector.eval()
     parts, errors = [], []
-    key = _config_key(cfg)
+    key = config_key(cfg)
     probability = _draw_probability(weights)
     for epoch in range(cfg.epochs):
         path = work / f"probe-{epoch}.safetensors"
-        if path.exists() and _saved_metadata(path).get("train_config") == key:  # this very run's: resume here
+        if path.exists() and saved_metadata(path).get("train_config") == key:  # this very run's: resume here
             parts.append(load_file(str(path)))
             continue
         order = draw_order(weights, n_draws, cfg.seed, epoch)
@@ -149,8 +149,8 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
     files = sorted((root / "last").glob("probe-*.safetensors")) or sorted(root.glob("probe-*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{root}: no probe-*.safetensors (the 'last' folder of an aigi train --tune probe run)")
-    saved = json.loads(_saved_metadata(files[0]).get("train_config") or "{}")
-    mine = json.loads(_config_key(cfg))
+    saved = json.loads(saved_metadata(files[0]).get("train_config") or "{}")
+    mine = json.loads(config_key(cfg))
     wanted = _reusable_policies(saved, mine)
     fields = [k for k in FEATURE_FIELDS if wanted is None or k not in ("augment", "scales")]
     differ = [k for k in fields if json.dumps(saved.get(k), default=str) != json.dumps(mine.get(k), default=str)]
@@ -162,7 +162,7 @@ def reuse_draws(detector: "Detector", images: TrainingImages, weights: np.ndarra
     source_index = {label: i for i, label in enumerate(detector.labels)}
     xs, ys, ss, ws, seen = [], [], [], [], set()
     for f in files:
-        meta = _saved_metadata(f)
+        meta = saved_metadata(f)
         paths, labels = json.loads(meta["paths"]), json.loads(meta["labels"])
         part = load_file(str(f))
         here = np.array([mine_index.get(paths[i], -1) for i in part["image"].tolist()])

@@ -1,4 +1,4 @@
-"""Tuning modes: what of a detector trains (``--tune full|last-k|lora|linear|probe``), and how fast.
+"""Tuning modes: what of a detector trains (``--tune full|last-k|lora|linear|probe|top-k``), and how fast.
 
 :func:`configure_tuning` freezes or wraps the encoder for the mode (heads always train),
 :func:`make_optimizer` puts what is left trainable into Adam (heads at ``head_lr``, the encoder
@@ -24,7 +24,7 @@ def configure_tuning(detector: Detector, cfg: TrainConfig) -> None:
         encoder.requires_grad_(True)
     elif cfg.tune in ("linear", "probe"):
         encoder.requires_grad_(False)
-    elif cfg.tune == "last-k":
+    elif cfg.tune in ("last-k", "top-k"):
         encoder.requires_grad_(False)
         blocks = encoder.blocks()
         for block in list(blocks)[-cfg.last_k :]:
