@@ -436,14 +436,18 @@ def test_body_reader_cuts_slow_and_endless_bodies():
     assert asyncio.run(reason("image/png", drip())) == (408, "timeout")
 
 
-def test_cli_checks_its_flags_before_loading_anything(tmp_path):
-    for argv, reason in ((["--model", str(tmp_path / "nope")], "cannot load model"),
-                         (["--model", str(tmp_path / "nope"), "--workers", "2"], "cannot load model"),
-                         (["--workers", "0"], "--workers must be at least 1"),
-                         (["--max-mb", "10", "--max-request-mb", "5"], "below --max-mb")):
+def test_cli_checks_its_flags_before_loading_anything(tmp_path, capsys):
+    # A model or device that cannot be used: one line and exit status 2, as aigi detect.
+    for argv, reason, status in ((["--model", str(tmp_path / "nope")], "cannot load model", 2),
+                                 (["--model", str(tmp_path / "nope"), "--workers", "2"], "cannot load model", 2),
+                                 (["--device", "gpu", "--workers", "2"], "unknown device 'gpu'", 2),
+                                 (["--workers", "0"], "--workers must be at least 1", None),
+                                 (["--max-mb", "10", "--max-request-mb", "5"], "below --max-mb", None)):
         with pytest.raises(SystemExit) as exit_info:
             main(["serve", *argv])
-        assert reason in str(exit_info.value.code)
+        said = str(exit_info.value.code) + capsys.readouterr().err
+        assert reason in said, (argv, said)
+        assert status is None or exit_info.value.code == status, (argv, exit_info.value.code)
 
 
 def test_cores_are_shared_between_decoding_and_the_model():
