@@ -45,11 +45,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# "Unreadable", never "errors": a count of files that could not be read is not one of mistakes.
+DESCRIPTION = ("Score a labelled dataset and write metrics.json, report.md, predictions.csv and plots to --out. "
+               "Files that cannot be read are counted as unreadable, apart from the misclassified ones.")
+
+
 def add_parser(verbs) -> None:
-    p = verbs.add_parser("eval", help="measure a detector on a labelled dataset",
-                         description="Score a labelled dataset and write metrics.json, report.md, predictions.csv and "
-                                     "plots to --out. Files that cannot be read are counted as unreadable, apart from "
-                                     "the misclassified ones.",
+    p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description=DESCRIPTION,
                          epilog=SPLITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: scored together)")
     add_model_arg(p, onnx=True)

@@ -16,8 +16,8 @@
 
 Each verb lives in its own module of this package (``detect``, ``models``, ``train``, ``data``,
 ``features``: embed, adapt and memory, ``evaluate``, ``explain``, ``synth``, ``audit``, ``export``,
-``serve``), each a thin layer over the Python API with an ``add_parser`` and a ``cmd_*``; :mod:`aigi.cli.common`
-holds what they share. No torch is imported before a verb runs.
+``serve``), each a thin layer over the Python API with an ``add_parser`` and a ``cmd_*``;
+:mod:`aigi.cli.common` holds what they share. No torch is imported before a verb runs.
 """
 
 from __future__ import annotations
