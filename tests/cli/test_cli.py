@@ -17,8 +17,8 @@ def test_help_lists_every_verb():
         assert verb in out
 
 
-def test_detect_prints_a_table_and_exits_0_despite_unreadable_files(model_dir, images, capsys):
-    assert main(["detect", str(images), "--model", str(model_dir)]) == 0
+def test_detect_prints_a_table_and_exits_1_for_unreadable_files(model_dir, images, capsys):
+    assert main(["detect", str(images), "--model", str(model_dir)]) == 1  # every file scored but the empty one
     out, err = capsys.readouterr()
     assert out.splitlines()[0].split()[:3] == ["verdict", "p_fake", "generator"]
     assert "empty.png" in out and "empty file" in out
@@ -28,7 +28,7 @@ def test_detect_prints_a_table_and_exits_0_despite_unreadable_files(model_dir, i
 def test_detect_writes_csv_and_jsonl(model_dir, images, tmp_path):
     for suffix in (".csv", ".jsonl"):
         out = tmp_path / f"r{suffix}"
-        assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 0
+        assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 1  # empty.png
         if suffix == ".csv":
             rows = list(csv.DictReader(out.open()))
         else:
@@ -42,16 +42,17 @@ def test_detect_writes_csv_and_jsonl(model_dir, images, tmp_path):
             assert scored and all(len(r["crops"]) >= 1 and len(r["crops"][0]["box"]) == 4 for r in scored)
 
 
-def test_detect_exit_codes_when_nothing_can_be_done(model_dir, tmp_path):
+def test_detect_exit_codes_when_nothing_can_be_done(model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("<html>not an image</html>")
-    assert main(["detect", str(bad), "--model", str(model_dir), "-q"]) == 1  # nothing readable
-    assert main(["detect", str(tmp_path / "missing.jpg"), "--model", str(model_dir), "-q"]) == 2
+    assert main(["detect", str(bad), "--model", str(model_dir), "-q"]) == 1  # nothing readable: its error row
+    assert main(["detect", str(tmp_path / "missing.jpg"), "--model", str(model_dir), "-q"]) == 1  # likewise
     empty = tmp_path / "empty_dir"
     empty.mkdir()
-    assert main(["detect", str(empty), "--model", str(model_dir), "-q"]) == 2
-    with pytest.raises(SystemExit, match="cannot load model"):
+    assert main(["detect", str(empty), "--model", str(model_dir), "-q"]) == 2  # no image to give a row
+    with pytest.raises(SystemExit) as e:
         main(["detect", str(bad), "--model", str(tmp_path / "no-model")])
+    assert e.value.code == 2 and "cannot load model" in capsys.readouterr().err
 
 
 def test_train_then_eval_writes_metrics_and_report(tmp_path, capsys):
@@ -78,8 +79,9 @@ def test_export_and_detect_with_onnx_runtime(model_dir, images, tmp_path, capsys
     onnx_file = tmp_path / "m.onnx"
     assert main(["export", str(model_dir), "--out", str(onnx_file)]) == 0
     out_torch, out_onnx = tmp_path / "t.csv", tmp_path / "o.csv"
-    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out_torch), "-q"]) == 0
-    assert main(["detect", str(images), "--model", str(onnx_file), "--runtime", "onnx", "--out", str(out_onnx), "-q"]) == 0
+    # 1: the fixture's empty.png gets an error row in both
+    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out_torch), "-q"]) == 1
+    assert main(["detect", str(images), "--model", str(onnx_file), "--runtime", "onnx", "--out", str(out_onnx), "-q"]) == 1
     a, b = list(csv.DictReader(out_torch.open())), list(csv.DictReader(out_onnx.open()))
     for x, y in zip(a, b):
         assert x["path"] == y["path"]

@@ -174,10 +174,11 @@ def test_detect_carries_evidence_into_csv_jsonl_and_the_table(model_dir, evidenc
     assert rows["params.png"]["verdict"] == "real" and rows["params.png"]["evidence"] is None
 
 
-def test_target_fpr_without_stored_scores_fails_in_one_line(model_dir, evidence_folder):
+def test_target_fpr_without_stored_scores_fails_in_one_line(model_dir, evidence_folder, capsys):
     with pytest.raises(SystemExit) as e:
         main(["detect", str(evidence_folder), "--model", str(model_dir), "--target-fpr", "0.01"])
-    assert "no held-out scores of real images" in str(e.value) and "\n" not in str(e.value)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no held-out scores of real images" in err and err.count("\n") == 1
 
 
 def test_bytes_are_read_once_for_pixels_and_evidence(model_dir, evidence_folder, monkeypatch):

@@ -319,3 +319,24 @@ def test_fit_calibration_needs_both_classes():
         fit_calibration([0.1, 0.9], [0, 1, 1])
     small = fit_calibration([0.1, 0.2, 0.8, 0.9, 0.7], [0, 0, 1, 1, 1])
     assert small["n_folds"] == 2
+
+
+def test_report_says_unreadable_files_and_unmatched_generator_names(tmp_path):
+    """Issue 19: the headline's "errors" read as misclassifications, and a folder whose name is
+    not a model label was called a generator "the model was not trained on"."""
+    from aigi.evaluation.report import write_report
+
+    gens = ["real", "real", "genA", "sd-1.5", "sd-1.5"]
+    y = np.array([0, 0, 1, 1, 1])
+    m = compute_metrics(y, np.array([0.1, 0.8, 0.9, 0.8, 0.3]), gens, onehot(["real", "genA", "genA", "genA", "genB"]),
+                        LABELS, 0.5, n_errors=2)
+    m["errors"] = [{"path": "a.jpg", "reason": "empty file (0 bytes)"}, {"path": "b.jpg", "reason": "truncated"}]
+    text = write_report(m, tmp_path / "r").read_text()
+    headline = text.split("## Headline", 1)[1].split("\n\n", 2)[1]
+    header, _, values = headline.splitlines()[:3]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[-1] == "unreadable files" and "errors" not in columns
+    assert values.strip("|").split("|")[-1].strip() == "2"
+    assert "## Unreadable files" in text and "2 file(s) could not be read" in text
+    assert "not among the model's generator names (`sd-1.5`)" in text and "another name" in text
+    assert "not trained on" not in text

@@ -242,7 +242,8 @@ def test_cli_detect_ray_flag(ray_local, model_dir, images, tmp_path, capsys):
     from aigi.cli.main import main as aigi_main
 
     out = tmp_path / "shards"
-    assert aigi_main(["detect", images["root"], "--model", str(model_dir), "--ray", "--out", str(out)]) == 0
+    # 1: the run completes, and its status says one file could not be scored
+    assert aigi_main(["detect", images["root"], "--model", str(model_dir), "--ray", "--out", str(out)]) == 1
     rows = _read_rows(str(out), ".parquet")
     assert len(rows) == N_GOOD + 1 and sum(bool(r["error"]) for r in rows) == 1
     assert "unreadable" in capsys.readouterr().err

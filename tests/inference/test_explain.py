@@ -43,8 +43,9 @@ def test_explain_writes_a_png(model_dir, tmp_path, capsys):
     bad.write_bytes(b"not an image")
     assert main(["explain", str(bad), "--out", str(out), "--model", str(model_dir)]) == 1
     assert "bad.jpg: not an image" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="written as a .png"):
+    with pytest.raises(SystemExit) as e:
         main(["explain", str(src), "--out", str(tmp_path / "heat.jpg"), "--model", str(model_dir)])
+    assert e.value.code == 2 and "written as a .png" in capsys.readouterr().err
 
 
 def test_eval_report_shows_worst_mistakes_with_heatmaps(model_dir, tmp_path):

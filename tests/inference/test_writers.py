@@ -78,7 +78,7 @@ def test_writers_follow_result_fields(tmp_path, monkeypatch):
 
 
 def test_detect_out_dash_writes_json_lines_to_stdout_and_the_summary_to_stderr(model_dir, images, capsys):
-    assert main(["detect", str(images), "--model", str(model_dir), "--out", "-", "-v"]) == 0
+    assert main(["detect", str(images), "--model", str(model_dir), "--out", "-", "-v"]) == 1  # empty.png
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]  # stdout is JSON Lines and nothing else
     assert len(rows) == 7 and tuple(rows[0]) == FULL_FIELDS
@@ -88,10 +88,10 @@ def test_detect_out_dash_writes_json_lines_to_stdout_and_the_summary_to_stderr(m
 
 def test_detect_json_and_explicit_format(model_dir, images, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 0
+    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(out), "-q"]) == 1  # empty.png
     assert len(json.loads(out.read_text())) == 7
     txt = tmp_path / "r.txt"
-    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(txt), "--format", "csv", "-q"]) == 0
+    assert main(["detect", str(images), "--model", str(model_dir), "--out", str(txt), "--format", "csv", "-q"]) == 1
     assert len(list(csv.DictReader(txt.open()))) == 7
     with pytest.raises(SystemExit, match="--format"):
         main(["detect", str(images), "--model", str(model_dir), "--out", str(tmp_path / "r.txt2")])

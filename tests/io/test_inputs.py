@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aigi.io.crops import crop_boxes, upscale_small
+from aigi.io.crops import crop_boxes, share_crops, upscale_small
 from aigi.io.inputs import load_input
 from aigi.io.preprocessing import Preprocessing
 from aigi.io.samples import ImageDecodeError, Sample
@@ -111,3 +111,27 @@ def test_unreadable_sources_raise_a_decode_error():
         load_input(b"definitely not an image", NATIVE)
     with pytest.raises(ImageDecodeError, match="empty"):
         load_input(("empty.jpg", b""), NATIVE)
+
+
+@pytest.mark.parametrize("total, views, want", [
+    (12, [(4000, 3000, 224), (4000, 3000, 448)], [6, 6]),  # evenly, where both scales have room
+    (12, [(1000, 800, 224), (1000, 800, 448)], [8, 4]),  # the half scale holds 4: the rest go native
+    (5, [(4000, 3000, 224), (4000, 3000, 448)], [3, 2]),  # the remainder to the native pixels
+    (1, [(4000, 3000, 224), (4000, 3000, 448)], [1, 0]),
+    (12, [(481, 321, 224)], [2]),  # no room for more: fewer, never more
+])
+def test_crops_n_is_shared_between_the_scales(total, views, want):
+    assert share_crops(total, views) == want
+
+
+def test_crops_n_is_the_total_per_image_with_a_half_scale_view():
+    """``crops=N`` scores N crops in all (issue 19: ``--crops 12`` scored 20 with a half-scale
+    view); left out, the model's own number at every scale, as before."""
+    prep = Preprocessing(mean=(0.5,) * 3, std=(0.5,) * 3).native_crops(32, crops=2, min_side=16, scales=(1.0, 0.5))
+    im = _photo(160, 128)
+    for crops, native, half in ((12, 8, 4), (3, 2, 1), (None, 2, 2)):
+        x = load_input(im, prep, crops=crops)
+        assert (x.scales.count(1.0), x.scales.count(0.5)) == (native, half)
+        assert x.n_crops == len(x.boxes) == native + half
+    with pytest.raises(ValueError, match="at least 1"):
+        load_input(im, prep, crops=0)

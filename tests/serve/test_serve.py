@@ -117,6 +117,39 @@ def test_a_raw_image_body_is_one_upload(client):
     assert client.post("/v1/detect", content=data, headers={"Content-Type": "image/jpeg"}).json()["results"][0]["path"] == "upload"
 
 
+@pytest.mark.parametrize("content_type, fmt", [("image/heic", "HEIF"), ("image/heif", "HEIF"), ("image/avif", "AVIF")])
+def test_a_raw_heic_or_avif_body_is_taken_as_multipart_ones_are(client, content_type, fmt):
+    from PIL import features
+
+    from aigi.io import decode
+
+    pytest.importorskip("pillow_heif")
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow was built without AVIF support")
+    decode.register_heif_opener()  # Pillow writes HEIF through pillow-heif's plugin
+    data = encode_image(photo(3, 96), fmt)
+    name = f"phone.{fmt.lower()}"
+    multipart = client.post("/v1/detect", files=[("files", (name, data, content_type))])
+    raw = client.post(f"/v1/detect?filename={name}", content=data, headers={"Content-Type": content_type})
+    assert multipart.status_code == 200 and raw.status_code == 200, raw.text
+    assert raw.json()["results"][0] == multipart.json()["results"][0]
+    assert raw.json()["results"][0]["p_fake"] is not None
+
+
+def test_serve_crops_n_is_the_number_of_crops_in_all(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    two_scales = Detector.from_backbone("tiny-clip", ["genA"], crops=2, scales=(1.0, 0.5)).eval()
+    data = encode_image(photo(4, 160), "PNG")  # room for 4x4 native 32 px crops and 2x2 half-scale ones
+    for crops, want in ((None, 4), (12, 12), (3, 3)):
+        with TestClient(create_app(two_scales, crops=crops)) as c:
+            (result,) = c.post("/v1/detect", files=[("files", ("x.png", data, "image/png"))]).json()["results"]
+        assert len(result["crops"]) == want and {x["scale"] for x in result["crops"]} == {1.0, 0.5}
+        (local,) = two_scales.predict([("x.png", data)], crops=crops)
+        assert result["p_fake"] == pytest.approx(local.p_fake, abs=1e-6)
+
+
 @pytest.mark.parametrize("content_type, body, status, code", [
     ("text/plain", b"hello", 415, "unsupported_media_type"),
     ("application/json", b'{"files": []}', 415, "unsupported_media_type"),
@@ -403,14 +436,18 @@ def test_body_reader_cuts_slow_and_endless_bodies():
     assert asyncio.run(reason("image/png", drip())) == (408, "timeout")
 
 
-def test_cli_checks_its_flags_before_loading_anything(tmp_path):
-    for argv, reason in ((["--model", str(tmp_path / "nope")], "cannot load model"),
-                         (["--model", str(tmp_path / "nope"), "--workers", "2"], "cannot load model"),
-                         (["--workers", "0"], "--workers must be at least 1"),
-                         (["--max-mb", "10", "--max-request-mb", "5"], "below --max-mb")):
+def test_cli_checks_its_flags_before_loading_anything(tmp_path, capsys):
+    # A model or device that cannot be used: one line and exit status 2, as aigi detect.
+    for argv, reason, status in ((["--model", str(tmp_path / "nope")], "cannot load model", 2),
+                                 (["--model", str(tmp_path / "nope"), "--workers", "2"], "cannot load model", 2),
+                                 (["--device", "gpu", "--workers", "2"], "unknown device 'gpu'", 2),
+                                 (["--workers", "0"], "--workers must be at least 1", None),
+                                 (["--max-mb", "10", "--max-request-mb", "5"], "below --max-mb", None)):
         with pytest.raises(SystemExit) as exit_info:
             main(["serve", *argv])
-        assert reason in str(exit_info.value.code)
+        said = str(exit_info.value.code) + capsys.readouterr().err
+        assert reason in said, (argv, said)
+        assert status is None or exit_info.value.code == status, (argv, exit_info.value.code)
 
 
 def test_cores_are_shared_between_decoding_and_the_model():

@@ -152,7 +152,7 @@ def test_page_draws_the_heatmap_evidence_and_uncertainty_when_the_model_gives_th
     assert boxes == "3"
     card = browser.find_element(By.CSS_SELECTOR, "#results .card")
     assert card.get_attribute("data-verdict") == "uncertain" and "Uncertain" in card.text
-    assert "Stable Diffusion web UI" in card.text and "claim_generator" in card.text
+    assert "Stable Diffusion web UI" in card.text and "claim generator" in card.text
     assert "pixels alone" in card.text and "pixel verdict stands" in card.text
     assert "real 0" in card.find_element(By.CLASS_NAME, "legend").get_attribute("textContent")
     # Pixels under the second box are red-ish, under the first blue-ish: the colours follow p_fake.
@@ -163,6 +163,67 @@ def test_page_draws_the_heatmap_evidence_and_uncertainty_when_the_model_gives_th
     """)
     assert red[0] > red[2] and blue[2] > blue[0]
     browser.save_screenshot(str(tmp_path / "heatmap.png"))
+
+
+# Evidence shaped as aigi.forensics.evidence.Evidence.to_dict() gives it for a PNG with
+# AUTOMATIC1111 parameters, camera EXIF and a C2PA manifest.
+EVIDENCE = {
+    "name": "painting.png", "format": "PNG",
+    "c2pa": {"validation_state": "Valid", "validates": True, "trusted": False, "signer": "Example Signer Inc",
+             "claim_generator": "Adobe Firefly 2.0", "actions": [{"action": "c2pa.created",
+             "digital_source_type": "trainedAlgorithmicMedia"}], "ai_declaration": None, "ingredients": []},
+    "digital_source_types": [{"type": "trainedAlgorithmicMedia", "where": "XMP"}],
+    "generator": {"tool": "AUTOMATIC1111", "where": "PNG tEXt", "keys": ["parameters"],
+                  "fields": {"Steps": "30", "Sampler": "DPM++ 2M Karras", "CFG scale": "7", "Seed": "2468"},
+                  "excerpt": "a painting of mountains at sunset, by Albert Bierstadt Negative prompt: blurry"},
+    "exif": {"Make": "Apple", "Model": "iPhone 13", "Software": "16.1.1", "DateTime": "2023:05:01 10:00:00"},
+    "texts": [{"key": "parameters", "where": "PNG tEXt", "excerpt": "a painting of mountains at sunset"}],
+    "problems": [], "reason": "PNG tEXt 'parameters' holds AUTOMATIC1111 generation parameters", "empty": False,
+}
+
+BROKEN_WORDS = """
+    // Words of the evidence table that the layout broke across lines ("for/mat"): a word whose
+    // characters lie on more than one line. Tokens longer than 24 characters may break.
+    const broken = [];
+    const walker = document.createTreeWalker(arguments[0], NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.textContent.matchAll(/\\S+/g)) {
+        if (m[0].length > 24) continue;
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const tops = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (tops.size > 1) broken.push(m[0]);
+      }
+    }
+    return broken;
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 420])
+def test_evidence_table_is_readable_whole_words_and_no_raw_json(browser, server, tmp_path, width):
+    paths = make_images(tmp_path)
+    browser.set_window_size(width, 1600)
+    try:
+        upload(browser, server, paths[:1])
+        browser.execute_script("""
+            const card = document.querySelector('#results .card');
+            window.aigi.renderResult(card, {path: 'painting.png', p_fake: 0.93, verdict: 'ai-generated',
+              pixel_verdict: 'ai-generated', reason: 'generator parameters', generator: 'deliberate-2-0',
+              p_generator: 0.9, generator_probs: {}, error: '', image_size: [640, 640], too_small: false,
+              crops: [], evidence: arguments[0]}, 0.69);
+        """, EVIDENCE)
+        table = browser.find_element(By.CSS_SELECTOR, "#results .card table.evidence")
+        text = table.text
+        assert not any(raw in text for raw in ('{"', '":', '[{', '"]')), f"raw JSON in the evidence table: {text}"
+        broken = browser.execute_script(BROKEN_WORDS, table)
+        assert not broken, f"words broken mid-word at {width} px: {broken}"
+        for shown in ("Format", "PNG", "AUTOMATIC1111", "DPM++ 2M Karras", "2468", "Apple", "iPhone 13",
+                      "Adobe Firefly 2.0", "Example Signer Inc", "trainedAlgorithmicMedia"):
+            assert shown in text, (shown, text)
+        browser.save_screenshot(str(tmp_path / f"evidence-{width}.png"))
+    finally:
+        browser.set_window_size(1280, 1600)
 
 
 def test_page_scores_shared_dataset_images(browser, server, tmp_path):

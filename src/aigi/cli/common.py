@@ -9,8 +9,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from ..io.decode import DECODE_WORKERS
+
+# Exit codes of the verbs that score inputs (detect, explain, eval): README "Exit codes" and
+# `aigi detect --help` say the same.
+EXIT_OK = 0  # every input was scored (an image too small to judge is a result: "uncertain")
+EXIT_FAILED_INPUTS = 1  # the run went through, but some input could not be read: its row carries error
+EXIT_USAGE = 2  # nothing was scored: no input found, the model or device cannot be used, a bad option
+
+EXIT_CODES_HELP = f"""\
+exit status:
+  {EXIT_OK}  every input was scored
+  {EXIT_FAILED_INPUTS}  some input (a missing path, an unreadable file) could not be scored: each has a row
+     with its error, and every other input was scored
+  {EXIT_USAGE}  nothing was scored: no image found in the inputs, the model cannot load, the device
+     cannot be used (--device gpu, --device cuda without CUDA), or an option is wrong
+"""
 
 VERDICTS_HELP = """\
 how verdicts are reached:
@@ -25,30 +41,79 @@ how verdicts are reached:
   resembles and its probability given that the image is AI-generated; 'unknown' when
   p_generator is under the model's open-set threshold (the value 95% of held-out fakes of
   the trained generators reach): the image matches none of the generators it was trained on.
+"""
 
-splits (--split auto, the default of detect, eval and audit):
+# Only for the verbs that have --split (detect, eval, audit): a help text names no option its
+# verb lacks.
+SPLITS_HELP = """
+splits (--split auto, the default):
   a dataset the model was trained on (named in its config, by path or file name) is scored
   on its test split only, and the command says so; anything else is scored whole.
 """
 
+CROPS_HELP = ("crops scored per image in all (N >= 1), their logits averaged. N is shared evenly between the "
+              "scales the image holds (native pixels first when N is odd), and what one scale has no room for goes "
+              "to the other; a small image may hold fewer. Default: the model's own number at each scale (the "
+              "bundled model: up to 2 native crops, and 2 more at half size on an image whose shorter side is at "
+              "least 448 px)")
 
-def add_model_arg(p: argparse.ArgumentParser) -> None:
-    """``--model``: a checkpoint directory or a registered name, ``default`` (the bundled model) when left out."""
-    p.add_argument("--model", default="default", help="checkpoint directory or registered name (default %(default)s)")
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Stop the verb with one line on stderr and exit status ``code`` (no traceback)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def models_help() -> str:
+    """The registered model names, one line each (``aigi models``, the epilog of ``detect --help``)."""
+    from ..detector.registry import describe_model, registered_names
+
+    names = registered_names()
+    width = max(map(len, names), default=0)
+    return "".join(f"  {name:<{width}}  {describe_model(name)}\n" for name in names)
+
+
+def add_model_arg(p: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """``--model``: a checkpoint directory or a registered name, ``default`` (the bundled model) when left out;
+    ``onnx``: the verb has ``--runtime``, so an exported ``.onnx`` file is one too."""
+    onnx_file = ", an exported .onnx file (--runtime onnx)" if onnx else ""
+    p.add_argument("--model", default="default",
+                   help=f"checkpoint directory{onnx_file} or registered name; `aigi models` lists the names "
+                        "(default %(default)s)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (``--crops 0`` is refused at once)."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def add_crops_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crops", type=positive_int, default=None, metavar="N", help=CROPS_HELP)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N (an NVIDIA GPU), or mps (Apple silicon); one that cannot be used here "
+                        "stops at once, exit status 2 (default %(default)s)")
+
+
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
 
 
 def add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
-    p.add_argument("--crops", type=int, default=None,
-                   help="native-resolution crops that cover each image, their logits averaged "
-                        "(default: the model's own, 4 for the bundled model)")
+    add_crops_arg(p)
     p.add_argument("--batch-size", type=int, default=batch_size, help="crops per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=DECODE_WORKERS,
                    help="decoding threads (default: half the CPU cores, here %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    add_device_arg(p)
     p.add_argument("--precision", default="fp32", choices=["auto", "bf16", "fp32"],
                    help="torch compute precision; auto = bf16 where the hardware has it (default %(default)s)")
-    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
-                   help="torch, or onnx (ONNX Runtime; a checkpoint directory is exported once) (default %(default)s)")
+    add_runtime_arg(p)
 
 
 def add_decision_args(p: argparse.ArgumentParser, evidence: bool = True) -> None:
@@ -66,33 +131,35 @@ def add_decision_args(p: argparse.ArgumentParser, evidence: bool = True) -> None
 
 
 def check_device(device: str, runtime: str = "torch") -> None:
-    """``--device cuda`` where torch has no CUDA: one line saying so, not a traceback."""
-    if runtime != "torch" or not device.startswith("cuda"):
-        return
-    import torch
+    """A device the torch runtime cannot use here (``gpu``, ``cuda`` without CUDA): one line and
+    exit status 2 before anything loads, not a traceback."""
+    if runtime != "torch":
+        return  # onnxruntime checks its own providers (cuda falls back to the CPU with a warning)
+    from ..detector.devices import DeviceError, resolve_device
 
-    if not torch.cuda.is_available():
-        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        sys.exit(f"aigi: --device {device}: CUDA is not available here ({why}; torch {torch.__version__}); "
-                 "use --device cpu")
+    try:
+        resolve_device(device)
+    except DeviceError as e:
+        fail(f"aigi: {e}")  # the message names the device
 
 
 def load_detector(name: str, device: str, runtime: str = "torch", spinning: bool = True, threads: int | None = None,
-                   args: argparse.Namespace | None = None):
+                  args: argparse.Namespace | None = None):
+    from ..detector.devices import DeviceError
     from ..detector.thresholds import apply_operating_point
     from ..inference.runtime import load_runtime
 
     check_device(device, runtime)
     try:
         detector = load_runtime(name, runtime=runtime, device=device, spinning=spinning, threads=threads)
-    except (FileNotFoundError, ValueError, OSError, ImportError) as e:
-        sys.exit(f"aigi: cannot load model: {e}")
+    except (FileNotFoundError, ValueError, OSError, ImportError, DeviceError) as e:
+        fail(f"aigi: cannot load model: {e}")
     if args is not None:
         try:
             apply_operating_point(detector, getattr(args, "threshold", None), getattr(args, "target_fpr", None),
                                   f"model {name}")
         except ValueError as e:
-            sys.exit(f"aigi: {e}")
+            fail(f"aigi: {e}")
     return detector
 
 
@@ -145,5 +212,7 @@ def table_row(pred) -> str:
     return f"{pred.verdict:<13} {p_fake}  {pred.generator or '-':<18} {pred.path}{note}"
 
 
-__all__ = ["VERDICTS_HELP", "add_decision_args", "add_model_arg", "add_runtime_args", "autocast_for", "check_device",
-           "load_detector", "prepare_threads", "table_row", "verb_splits"]
+__all__ = ["CROPS_HELP", "EXIT_CODES_HELP", "EXIT_FAILED_INPUTS", "EXIT_OK", "EXIT_USAGE", "SPLITS_HELP",
+           "VERDICTS_HELP", "add_crops_arg", "add_decision_args", "add_device_arg", "add_model_arg", "add_runtime_arg", "add_runtime_args",
+           "autocast_for", "check_device", "fail", "load_detector", "models_help", "positive_int", "prepare_threads",
+           "table_row", "verb_splits"]

@@ -7,12 +7,22 @@ import sys
 from pathlib import Path
 
 from ..io.splits import AUTO, SPLIT_CHOICES
-from .common import (VERDICTS_HELP, add_decision_args, add_model_arg, add_runtime_args, autocast_for, load_detector,
+from .common import (EXIT_CODES_HELP, EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE, SPLITS_HELP, VERDICTS_HELP,
+                     add_decision_args, add_model_arg, add_runtime_args, autocast_for, load_detector, models_help,
                      prepare_threads, table_row, verb_splits)
 
 
 def cmd_detect_ray(args: argparse.Namespace, paths: list[str]) -> int:
     from ..inference.distributed import detect_ray
+
+    # Ray's shards hold the files Ray Data lists; a named path that is not there is said here
+    # (and fails the run's exit status) instead.
+    missing = [p for p in paths if not Path(p).exists() and not Path(p).is_symlink()]
+    for p in missing:
+        print(f"aigi: {p}: no such file or folder", file=sys.stderr)
+    paths = [p for p in paths if p not in missing]
+    if not paths:
+        return EXIT_USAGE
 
     if not args.out:
         sys.exit("aigi detect --ray: --out DIR is required (Parquet or JSONL shards are written there)")
@@ -26,7 +36,9 @@ def cmd_detect_ray(args: argparse.Namespace, paths: list[str]) -> int:
     print(f"{summary['n_images']} file(s): {summary['n_images'] - summary['n_errors']} scored "
           f"({summary['n_fake']} AI-generated), {summary['n_errors']} unreadable; {summary['format']} shards in "
           f"{summary['out_dir']}", file=sys.stderr)
-    return 0 if summary["n_images"] > summary["n_errors"] else (2 if not summary["n_images"] else 1)
+    if not summary["n_images"]:
+        return EXIT_USAGE
+    return EXIT_FAILED_INPUTS if summary["n_errors"] or missing else EXIT_OK
 
 
 def _count_in_background(bar, paths: list[str], split: str, skip) -> None:
@@ -47,12 +59,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from ..inference.detect import detect
     from ..inference.writers import ResultWriter
 
-    missing = [p for p in args.paths if not Path(p).exists() and not Path(p).is_symlink()]
-    for p in missing:
-        print(f"aigi: {p}: no such file or folder", file=sys.stderr)
-    paths = [p for p in args.paths if p not in missing]
-    if not paths:
-        return 2
+    paths = list(args.paths)  # a named path that is missing gets an error row, like an unreadable file
     if args.ray:
         return cmd_detect_ray(args, paths)
     try:
@@ -115,15 +122,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
               + (f"; results in {args.out}" if args.out not in (None, "-") else ""), file=sys.stderr)
     if total == 0 and not already:
         print("aigi: no image files found", file=sys.stderr)
-        return 2
-    return 0 if n_scored or n_small or already else 1
+        return EXIT_USAGE
+    if n_errors:
+        print(f"aigi detect: {n_errors} of {total} input(s) could not be scored (rows with an error); exit status "
+              f"{EXIT_FAILED_INPUTS}", file=sys.stderr)
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
 
 
 def add_parser(verbs) -> None:
     p = verbs.add_parser("detect", help="score images, folders or zips", description="Score images: files, folders (recursive) or zips.",
-                         epilog=VERDICTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    add_model_arg(p)
+                         epilog=f"{VERDICTS_HELP}{SPLITS_HELP}\nregistered models (--model NAME):\n{models_help()}\n"
+                                f"{EXIT_CODES_HELP}",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (walked recursively, image extensions only) or .zip archives; each "
+                        "file gets one row, and a path that cannot be read gets a row with its error")
+    add_model_arg(p, onnx=True)
     p.add_argument("--out", metavar="FILE", help="write one row per file to FILE.csv, FILE.jsonl or FILE.json, or JSON "
                    "Lines to standard output with '-' (the summary then goes to stderr). An existing .csv or .jsonl "
                    "is resumed (rows are flushed after every batch); .json is one document written at the end, "

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..io.splits import AUTO, SPLIT_CHOICES
-from .common import add_decision_args, add_runtime_args, autocast_for, load_detector, prepare_threads, verb_splits
+from .common import (SPLITS_HELP, add_decision_args, add_model_arg, add_runtime_args, autocast_for, load_detector,
+                     prepare_threads, verb_splits)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -44,19 +45,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# "Unreadable", never "errors": a count of files that could not be read is not one of mistakes.
+DESCRIPTION = ("Score a labelled dataset and write metrics.json, report.md, predictions.csv and plots to --out. "
+               "Files that cannot be read are counted as unreadable, apart from the misclassified ones.")
+
+
 def add_parser(verbs) -> None:
-    p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description="Write metrics.json and report.md.")
+    p = verbs.add_parser("eval", help="measure a detector on a labelled dataset", description=DESCRIPTION,
+                         epilog=SPLITS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", nargs="+", help="folder or .zip with real/ and fake/<generator>/, or a CSV manifest (several: scored together)")
-    p.add_argument("--model", default="default")
+    add_model_arg(p, onnx=True)
     p.add_argument("--split", default=AUTO, choices=SPLIT_CHOICES,
                    help="public split to evaluate; auto: the test split of datasets the model was trained on, all "
                         "of anything else, and says which (default %(default)s)")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--worst", type=int, default=4, help="worst false positives and negatives shown with heatmaps "
                                                         "(each; 0: none) (default %(default)s)")
-    p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="score a fixed random sample of N images (by --seed) instead of all of them")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample (default %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or split notes, only the summary and errors")
     add_runtime_args(p)
     add_decision_args(p, evidence=False)
     p.set_defaults(func=cmd_eval)

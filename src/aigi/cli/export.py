@@ -26,10 +26,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_parser(verbs) -> None:
     p = verbs.add_parser("export", help="export a detector to ONNX", description="Export a checkpoint to ONNX (preprocessing contract in the metadata).")
     p.add_argument("model", help="checkpoint directory or registered name")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the export format; ONNX only (default %(default)s)")
     p.add_argument("--out", help="output .onnx file (default MODEL/model.onnx for a checkpoint directory, NAME.onnx "
                                  "here for a registered name such as default)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version of the graph (default %(default)s)")
     p.set_defaults(func=cmd_export)
 
 

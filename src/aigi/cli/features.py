@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..io.decode import DECODE_WORKERS
 from ..io.samples import SPLITS
-from .common import add_model_arg, add_runtime_args, autocast_for, load_detector
+from .common import add_device_arg, add_model_arg, add_runtime_args, autocast_for, check_device, load_detector
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -47,6 +47,7 @@ def _parse_additions(values: list[str]) -> dict[str, list[str]]:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from ..training.adapt import adapt
 
+    check_device(args.device)  # before any image is read, in one line
     add = _parse_additions(args.add)
     missing = [p for paths in [*add.values(), args.real, args.train_data] for p in paths if not Path(p).exists()]
     if missing:
@@ -96,7 +97,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--split", default="all", choices=SPLITS, help="embed only this public split (default %(default)s)")
     p.add_argument("--shard-size", type=int, default=256, help="images per shard file (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="start OUT afresh instead of resuming it")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary line and errors")
     add_runtime_args(p)
     p.set_defaults(func=cmd_embed)
 
@@ -117,11 +118,12 @@ def add_parser(verbs) -> None:
     p.add_argument("--new-weight", type=float, default=0.5,
                    help="share of the fake class's weight given to the new generators (default %(default)s)")
     p.add_argument("--l2", type=float, default=0.01, help="pull of the refitted heads towards the old ones (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the balanced sample of the record (made or trimmed) (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default %(default)s)")
     p.add_argument("--workers", type=int, default=DECODE_WORKERS, help="decoding threads (default %(default)s)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_device_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only the summary line and errors")
     p.set_defaults(func=cmd_adapt)
 
     p = verbs.add_parser("memory", help="write a model's record of training features (for aigi adapt)",
@@ -132,11 +134,11 @@ def add_parser(verbs) -> None:
     p.add_argument("--out", default=None, help="where to write it (default MODEL/memory.safetensors)")
     p.add_argument("--split", default="train", choices=SPLITS, help="split it was trained on (default %(default)s)")
     p.add_argument("--max-mb", type=float, default=4.0, help="size bound (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=DECODE_WORKERS)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the balanced sample (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default %(default)s)")
+    p.add_argument("--workers", type=int, default=DECODE_WORKERS, help="decoding threads (default %(default)s)")
+    add_device_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary line and errors")
     p.set_defaults(func=cmd_memory)
 
 

@@ -1,6 +1,7 @@
 """The ``aigi`` command: one verb per job, each a thin layer over the Python API.
 
     aigi detect PATH... [--model M] [--out results.csv|.jsonl]
+    aigi models
     aigi train DATA [--backbone B] [--tune full|last-k|lora|linear|probe] [--epochs 12] --out DIR
     aigi eval DATA --model M [--split auto] --out DIR
     aigi explain IMAGE --out heat.png [--model M] [--crops N]
@@ -13,10 +14,10 @@
     aigi synth aligned REAL... --autoencoder taesd|...|all --out DIR
     aigi data build [--cache DIR] [--mirror DIR] [--only A,B]   (and: aigi data list)
 
-Each verb lives in its own module of this package (``detect``, ``train``, ``data``, ``features``: embed,
-adapt and memory, ``evaluate``, ``explain``, ``synth``, ``audit``, ``export``, ``serve``), each a
-thin layer over the Python API with an ``add_parser`` and a ``cmd_*``; :mod:`aigi.cli.common`
-holds what they share. No torch is imported before a verb runs.
+Each verb lives in its own module of this package (``detect``, ``models``, ``train``, ``data``,
+``features``: embed, adapt and memory, ``evaluate``, ``explain``, ``synth``, ``audit``, ``export``,
+``serve``), each a thin layer over the Python API with an ``add_parser`` and a ``cmd_*``;
+:mod:`aigi.cli.common` holds what they share. No torch is imported before a verb runs.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import argparse
 import sys
 
 from .. import __version__
-from . import audit, data, detect, evaluate, explain, export, features, serve, synth, train
+from . import audit, data, detect, evaluate, explain, export, features, models, serve, synth, train
 
 # The order of `aigi --help`.
-VERB_MODULES = (detect, train, data, features, evaluate, explain, synth, audit, export, serve)
+VERB_MODULES = (detect, models, train, data, features, evaluate, explain, synth, audit, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from .common import VERDICTS_HELP, add_decision_args, add_model_arg, check_device, load_detector
+from .common import (VERDICTS_HELP, add_crops_arg, add_decision_args, add_device_arg, add_model_arg, add_runtime_arg,
+                     check_device, fail, load_detector)
 
 
 def _check_model_loads(args: argparse.Namespace) -> None:
@@ -21,12 +22,12 @@ def _check_model_loads(args: argparse.Namespace) -> None:
             "try:\n"
             "    d = load_runtime(sys.argv[1], runtime=sys.argv[2], device=sys.argv[3])\n"
             "    apply_operating_point(d, *(float(a) if a else None for a in sys.argv[4:6]), 'model ' + sys.argv[1])\n"
-            "except (FileNotFoundError, ValueError, OSError, ImportError) as e: sys.exit(str(e))")
+            "except (FileNotFoundError, ValueError, OSError, ImportError, RuntimeError) as e: sys.exit(str(e))")
     point = ["" if v is None else repr(v) for v in (args.threshold, args.target_fpr)]
     child = subprocess.run([sys.executable, "-c", code, str(args.model), args.runtime, args.device, *point],
                            capture_output=True, text=True)
     if child.returncode:
-        sys.exit(f"aigi: cannot load model: {(child.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+        fail(f"aigi: cannot load model: {(child.stderr.strip().splitlines() or ['(no message)'])[-1]}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, max_inflight=args.max_inflight, decode_threads=decode_threads,
         api_keys=keys, cors_origins=tuple(args.cors_origin), rate_limit_per_min=args.rate_limit,
-        evidence=not args.no_evidence)
+        evidence=not args.no_evidence, crops=args.crops)
     if options.max_request_bytes < options.max_bytes:
         sys.exit(f"aigi serve: --max-request-mb {args.max_request_mb:g} is below --max-mb {args.max_mb:g}")
     if args.workers == 1:
@@ -85,12 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_parser(verbs) -> None:
     p = verbs.add_parser("serve", help="serve a detector over HTTP: a web page and an API",
                          description="A web page at / and an API: POST images to /v1/detect (FastAPI + uvicorn).")
-    add_model_arg(p)
+    add_model_arg(p, onnx=True)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
-    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"], help="(default %(default)s)")
+    add_crops_arg(p)
+    add_device_arg(p)
+    add_runtime_arg(p)
     add_decision_args(p)
     p.epilog, p.formatter_class = VERDICTS_HELP + """
 per request: POST /v1/detect?threshold=P or ?target_fpr=F overrides the server's threshold

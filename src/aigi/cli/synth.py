@@ -43,7 +43,7 @@ def add_parser(verbs) -> None:
                    help="centre-crop larger images to this many px per side first, never resizing (0: whole image; "
                         "default %(default)s)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    q.add_argument("-q", "--quiet", action="store_true")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary line and errors")
     q.set_defaults(func=cmd_synth_aligned)
 
 

@@ -61,18 +61,21 @@ def add_parser(verbs) -> None:
                    help="--tune probe: fit on an earlier probe run's encoded draws (the rows of this run's train "
                         "images, re-weighted to its balance) instead of encoding new ones; e.g. one run per "
                         "left-out source")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=12, help="passes over the epoch's draws (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="crops per optimizer step, over all processes under torchrun (default %(default)s)")
     p.add_argument("--lr", type=float, default=None, help="encoder learning rate (default: by --tune)")
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of both heads (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (L2) of every trained weight (default %(default)s)")
     p.add_argument("--last-k", type=int, default=2, help="blocks trained with --tune last-k or top-k (default %(default)s)")
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-rank", type=int, default=8, help="rank of the LoRA adapters with --tune lora (default %(default)s)")
     p.add_argument("--image-size", type=int, default=None,
                    help="crop side in px (default: the backbone's input size, 224 for most)")
     p.add_argument("--resize", action="store_true",
                    help="train on whole images resized to the input (aigi 0.1) instead of native-resolution crops")
-    p.add_argument("--crops", type=int, default=4, help="crops per image when the model scores (default %(default)s)")
+    p.add_argument("--crops", type=int, default=4,
+                   help="crops the saved model scores at each of its --scales by default; `aigi detect --crops N` "
+                        "later sets the number in all (default %(default)s)")
     p.add_argument("--min-side", type=int, default=32, help="images with a shorter side are too small to judge (default %(default)s)")
     p.add_argument("--epoch-images", type=int, default=None, help="draws per epoch (default: the train set's size)")
     p.add_argument("--augment", default="light",
@@ -80,14 +83,16 @@ def add_parser(verbs) -> None:
                         "re-sharing; or policies joined by '+', one per draw (clean, jpeg, resize, reshare, blurnoise, "
                         "half; e.g. clean+jpeg+reshare) (default %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="train on a fixed random subset of N images")
-    p.add_argument("--max-val-images", type=int, default=None)
+    p.add_argument("--max-val-images", type=int, default=None,
+                   help="validate on a fixed random subset of N images of the val split (default: all of it)")
     p.add_argument("--target-fpr", type=float, default=None, help="choose the threshold for this false-positive rate on val")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="compute precision; auto = bf16 autocast where the CPU or GPU has it natively (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws, augmentations and initial heads (default %(default)s)")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only the summary lines and errors")
     p.add_argument("--split", default="train", choices=SPLITS, help="public split to train on (default %(default)s)")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: a run cut short
     p.add_argument("--memory-mb", type=float, default=0,

@@ -23,6 +23,7 @@ from ..encoders.backbones import encoder_from_config, load_backbone
 from ..encoders.base import Encoder
 from ..io.preprocessing import Preprocessing
 from ..io.samples import REAL
+from .devices import resolve_device
 from .registry import CONFIG_NAME, PUBLISHED_ARCHITECTURE, WEIGHTS_NAME, resolve_model_path
 from .scoring import ScoringMixin
 
@@ -67,7 +68,12 @@ class Detector(ScoringMixin, nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu") -> "Detector":
-        """Load a saved detector (a directory or a registered name). Never unpickles."""
+        """Load a saved detector (a directory or a registered name). Never unpickles.
+
+        :class:`~aigi.detector.registry.UnknownModelError` for a name that is neither, and
+        :class:`~aigi.detector.devices.DeviceError` for a device this machine cannot run it on
+        (both checked before any weight is read)."""
+        device = resolve_device(device)
         path = resolve_model_path(name_or_path)
         with open(path / CONFIG_NAME, encoding="utf-8") as f:
             config = json.load(f)

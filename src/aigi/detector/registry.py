@@ -18,11 +18,35 @@ WEIGHTS_NAME = "model.safetensors"
 # Registered model names -> directories. "default" is the model bundled with the package.
 BUNDLED_MODELS_DIR = Path(__file__).parent.parent / "models"
 PUBLISHED_ARCHITECTURE = "aigi.PublishedDetector"  # config.json of a registered name built from published weights
+# One line per registered name for `aigi models` and `aigi detect --help`: what it is, and where
+# its weights come from. Kept here, not in the models' config.json, so that listing the names
+# reads no model file (and a bundled model need not be rebuilt to be described).
+MODEL_SUMMARIES = {
+    "default": "the bundled default: frozen EfficientNet-Lite0 block statistics + linear heads, 224 px crops at "
+               "2 scales (MODEL_CARD.md); weights shipped with aigi (7 MB)",
+    "aigi-0.1-64px": "the previous default: EfficientNet-Lite0 fine-tuned on whole images shrunk to 64 px (CIFAKE, "
+                     "SD 1.5); weights shipped with aigi (7 MB)",
+    "univfd": "UnivFD (CVPR 2023): CLIP ViT-L/14 + the authors' linear head; head shipped with aigi, CLIP weights "
+              "(1.7 GB) from the Hugging Face hub or $AIGI_CLIP_VIT_L14",
+}
+
+
+class UnknownModelError(FileNotFoundError, ValueError):
+    """A model name that is neither a checkpoint directory nor a registered name. A
+    ``FileNotFoundError`` (nothing is there) and a ``ValueError`` (a bad argument) alike."""
 
 
 def registered_names() -> list[str]:
     """The registered model names of this install, sorted."""
     return sorted(p.name for p in BUNDLED_MODELS_DIR.glob("*") if (p / CONFIG_NAME).exists())
+
+
+def describe_model(name: str) -> str:
+    """One line on a registered name: :data:`MODEL_SUMMARIES`, or what its directory says."""
+    if name in MODEL_SUMMARIES:
+        return MODEL_SUMMARIES[name]
+    weights = "weights shipped with aigi" if (BUNDLED_MODELS_DIR / name / WEIGHTS_NAME).exists() else "published weights"
+    return f"a model directory installed with aigi ({BUNDLED_MODELS_DIR / name}); {weights}"
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
@@ -34,12 +58,12 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     if (bundled / CONFIG_NAME).exists():
         return bundled
     registered = registered_names()
-    raise FileNotFoundError(
+    raise UnknownModelError(
         f"no model at {name_or_path!r}: not a checkpoint directory, and not a registered name "
         f"(registered: {', '.join(registered) or 'none in this install'}). "
         "Train one with `aigi train DATA --out DIR` and pass --model DIR."
     )
 
 
-__all__ = ["BUNDLED_MODELS_DIR", "CONFIG_NAME", "PUBLISHED_ARCHITECTURE", "WEIGHTS_NAME", "registered_names",
-           "resolve_model_path"]
+__all__ = ["BUNDLED_MODELS_DIR", "CONFIG_NAME", "MODEL_SUMMARIES", "PUBLISHED_ARCHITECTURE", "WEIGHTS_NAME",
+           "UnknownModelError", "describe_model", "registered_names", "resolve_model_path"]

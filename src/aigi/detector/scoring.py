@@ -244,8 +244,9 @@ class ScoringMixin:
     def predict(self, images: Source | Iterable[Source], batch_size: int = 32, crops: int | None = None,
                 autocast: bool = False, evidence: bool = True) -> list[Prediction]:
         """Score paths, encoded bytes (or ``(name, bytes)`` pairs) or PIL images, one
-        :class:`Prediction` each; unreadable ones carry ``error``. ``crops`` overrides how many
-        native crops cover each image; ``evidence=False`` skips reading the files' metadata.
+        :class:`Prediction` each; unreadable ones carry ``error``. ``crops=N``: N crops per image
+        in all, shared between the model's scales (default: the model's own number at each
+        scale); ``evidence=False`` skips reading the files' metadata.
         For large folders use :func:`aigi.inference.detect.detect`, which decodes in parallel and streams."""
         if _is_one_source(images):
             images = [images]

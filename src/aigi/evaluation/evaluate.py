@@ -83,7 +83,7 @@ def evaluate(
             generators.append(sample.generator or (REAL if sample.label == 0 else "fake"))
             source_probs.append([pred.generator_probs.get(name, 0.0) for name in label_names])
             if n_error_total:
-                bar.set_postfix(errors=n_error_total, refresh=False)
+                bar.set_postfix(unreadable=n_error_total, refresh=False)
     finally:
         bar.close()
 

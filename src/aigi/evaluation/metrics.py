@@ -280,8 +280,10 @@ def _intervals(y: np.ndarray, pred: np.ndarray, tpr_at_fpr: dict) -> dict:
 
 def _attribution(true_source: np.ndarray, probs: np.ndarray, label_names: list[str], accuracy_score, f1_score, confusion_matrix) -> dict:
     """Source-head argmax vs true source, over images whose source the model knows."""
-    # A generator the model never saw cannot be attributed correctly, so it would only measure
-    # the training set's coverage; such images are counted apart instead of scored.
+    # A generator folder whose name is none of the model's labels cannot be attributed correctly
+    # by name (the model may know it under another name, or not at all), so it would only
+    # measure naming; such images are counted apart instead of scored. The keys keep their
+    # first names ("unseen"), which stored model configs carry.
     known = np.isin(true_source, label_names)
     y_true = true_source[known].astype(str)
     result: dict[str, Any] = {

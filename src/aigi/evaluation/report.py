@@ -103,7 +103,9 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
         "",
         "## Headline",
         "",
-        "| accuracy | balanced acc. | real acc. | fake acc. | AUC | AP | ECE | images | errors |",
+        # "unreadable files", not "errors": the count is of files that could not be read, not of
+        # misclassified images (those are in the rates).
+        "| accuracy | balanced acc. | real acc. | fake acc. | AUC | AP | ECE | images | unreadable files |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {_pct(m.get('accuracy'))} | {_pct(m.get('balanced_accuracy'))} | {_pct(m.get('real_accuracy'))} "
         f"| {_pct(m.get('fake_accuracy'))} | {_num(m.get('auc'))} | {_num(m.get('ap'))} | {_num(m.get('ece'))} "
@@ -149,14 +151,18 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
     lines += [
         "## Attribution",
         "",
-        f"Which source the model names (source head, argmax), over {att.get('n', 0)} images from sources it knows: "
+        f"Which source the model names (source head, argmax), over {att.get('n', 0)} images whose source is one of its labels: "
         f"accuracy {_pct(att.get('accuracy'))} (95% CI {_ci_of(att.get('accuracy'), att.get('n', 0))}), "
         f"macro F1 {_num(att.get('macro_f1'))}.",
         "",
     ]
     if att.get("n_unseen_generator"):
-        unseen = ", ".join(f"`{g}`" for g in att.get("unseen_generators") or [])
-        lines += [f"{att['n_unseen_generator']} images come from generators the model was not trained on ({unseen}) and are not scored here.", ""]
+        # Only the folder name is compared: the model may well know the generator under another name.
+        unmatched = ", ".join(f"`{_md(g)}`" for g in att.get("unseen_generators") or [])
+        known = ", ".join(f"`{_md(g)}`" for g in names[1:]) or "none"
+        lines += [f"{att['n_unseen_generator']} images come from generator folders whose names are not among the "
+                  f"model's generator names ({unmatched}); the model may know them under another name. They count "
+                  f"in every rate above, but not here. The model's generator names: {known}.", ""]
     if names and cm:
         lines += ["| true source | images | correctly attributed | 95% CI | most often confused with |", "|---|---:|---:|---:|---|"]
         for i, name in enumerate(names):
@@ -174,7 +180,7 @@ def _markdown(metrics: dict, title: str, roc_note: str | None, cm_note: str | No
     lines += [f"_{cm_note}_" if cm_note else "![Attribution confusion matrix](confusion.png)", ""]
 
     errors = m.get("errors") or []
-    lines += ["## Errors", ""]
+    lines += ["## Unreadable files", ""]
     if not errors:
         lines += ["Every image was read.", ""]
     else:

@@ -64,7 +64,8 @@ def score_samples(
     evidence: bool = True,
 ) -> Iterator[tuple[Sample, Prediction]]:
     """(sample, prediction) for every sample, in order; unreadable files carry ``error``.
-    ``batch_size`` counts crops per forward pass; ``crops`` overrides the model's crops per image;
+    ``batch_size`` counts crops per forward pass; ``crops``: crops per image in all (shared between
+    the model's scales; default the model's own at each scale);
     ``evidence=False`` skips reading the files' metadata (the pixel verdict is then final)."""
     detector.eval()
     inflight = max(2 * batch_size, workers * batch_size * 2)
@@ -111,7 +112,8 @@ def detect(
     ``split`` keeps only files of that public split (by their path relative to the input); a
     list gives each path its own split (see :func:`aigi.io.splits.resolve_splits`). Files whose
     display path is in ``skip`` (already scored) are passed over, and a file reached twice (a
-    folder and a file inside it) is scored once.
+    folder and a file inside it) is scored once. A path that does not exist is never dropped:
+    it yields a prediction with ``error`` in its place, as an unreadable file does.
     """
     samples = select_inputs(paths, split, skip)
     for _, prediction in score_samples(detector, samples, batch_size, workers, autocast, crops, evidence):
@@ -130,8 +132,10 @@ def select_inputs(
     seen: set[str] = set()
     for path, part in zip(paths, splits):
         check_split(part)
+        # A named path that is not there has no split to be left out by: it always gets its error row.
+        named_missing = not os.path.lexists(path)
         for s in iter_inputs([path]):
-            if s.display in skip or s.display in seen or (part != "all" and s.split != part):
+            if s.display in skip or s.display in seen or (part != "all" and s.split != part and not named_missing):
                 continue
             seen.add(s.display)
             yield s

@@ -113,7 +113,8 @@ def small_png(image: Image.Image) -> Image.Image:
 
 def explain(detector, source, crops: int | None = None, evidence: bool = True) -> tuple[Prediction, Image.Image | None]:
     """Score one image (a path, ``Sample``, bytes or PIL image) and draw its heatmap:
-    ``(prediction, heatmap image)``; the image is None when the file could not be read."""
+    ``(prediction, heatmap image)``; the image is None when the file could not be read.
+    ``crops=N``: N crops in all, shared between the model's scales, as ``Detector.predict``."""
     (prediction,) = detector.predict([source], crops=crops, evidence=evidence)
     if prediction.error:
         return prediction, None

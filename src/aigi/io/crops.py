@@ -64,6 +64,36 @@ def crop_boxes(width: int, height: int, crop: int, n: int) -> list[Box]:
     return [(x, y, x + crop, y + crop) for y in starts(height, rows) for x in starts(width, cols)]
 
 
+def grid_count(width: int, height: int, crop: int, n: int) -> int:
+    """How many boxes :func:`crop_boxes` places for ``n`` (at most ``n``; fewer where the image has
+    no room for them side by side)."""
+    cols, rows = _grid(width, height, crop, n)
+    return cols * rows
+
+
+def share_crops(total: int, views: list[tuple[int, int, int]]) -> list[int]:
+    """How many of ``total`` crops each view gets; ``views`` are ``(width, height, crop side)``,
+    the image's own pixels first.
+
+    ``--crops N`` is the number of crops scored per image in all, whatever the model's scales:
+    shared evenly between the views the image holds (the first gets the remainder), and what a
+    view has no room for (a grid over a small image holds few) goes to the next ones, in order.
+    So the counts add up to ``total`` wherever the image has room for that many, and never
+    exceed it.
+    """
+    if total < 1:
+        raise ValueError(f"crops must be at least 1, got {total}")
+    k = len(views)
+    want = [total // k + (i < total % k) for i in range(k)]
+    got = [grid_count(w, h, side, n) if n else 0 for (w, h, side), n in zip(views, want)]
+    for i, (w, h, side) in enumerate(views):
+        spare = total - sum(got)
+        if spare <= 0:
+            break
+        got[i] = grid_count(w, h, side, got[i] + spare)
+    return got
+
+
 def scaled_box(box: Box, scale: float, width: int, height: int) -> Box:
     if scale == 1.0:
         return box
@@ -71,4 +101,4 @@ def scaled_box(box: Box, scale: float, width: int, height: int) -> Box:
     return (max(0, l), max(0, t), min(width, r), min(height, b))
 
 
-__all__ = ["Box", "center_crop", "crop_boxes", "scaled_box", "upscale_small"]
+__all__ = ["Box", "center_crop", "crop_boxes", "grid_count", "scaled_box", "share_crops", "upscale_small"]

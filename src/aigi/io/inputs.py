@@ -7,12 +7,14 @@ the same pixels whichever way it arrives. It decodes (:mod:`aigi.io.decode`: EXI
 
 Native crops (``Preprocessing.resize == "none"``, every model aigi trains):
 
-- At inference an image is covered by up to ``crops`` square crops on an even grid
+- At inference an image is covered by up to ``preprocessing.crops`` square crops on an even grid
   (:func:`crop_boxes`), each taken at the image's own pixels. Their scores are combined by
   the model (mean logit, :mod:`aigi.detector.scoring`), and each crop's score is kept.
 - A model with ``scales`` (1.0, 0.5) also scores as many crops of the image seen at half size
   (a region twice the crop, resampled to it), where the image is large enough to hold one:
   they see more of the scene and survive a downscaled re-share. All crops' logits are averaged.
+- ``crops=N`` (``--crops N``) is the number of crops in all, not per scale: N is shared between
+  the scales the image holds (:func:`aigi.io.crops.share_crops`), so an image gets at most N.
 - An image whose shorter side is under the crop size is upscaled (bicubic) until that side
   equals the crop, then treated the same way: one rule for real and fake alike. Such an image
   has no native-resolution traces to show, so it is judged on what is left.
@@ -32,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .augment import augment_image, policy_crop, policy_set, random_crop
-from .crops import Box, crop_boxes, scaled_box, upscale_small
+from .crops import Box, crop_boxes, scaled_box, share_crops, upscale_small
 from .decode import decode_image, to_rgb
 from .files import read_bytes
 from .preprocessing import Preprocessing
@@ -111,7 +113,8 @@ def load_input(
 ) -> ModelInput:
     """Decode ``source`` and turn it into model input, by the rules of the module docstring.
 
-    ``crops``: how many native crops cover the image (default ``preprocessing.crops``).
+    ``crops``: how many crops the image gets in all, shared between the model's scales (default:
+    ``preprocessing.crops`` at each scale the image holds).
     ``augment`` (an :data:`aigi.io.augment.LEVELS` name, or policies joined by ``+``) with ``rng``:
     training's random augmentation and a single random crop. ``data``: the source's bytes when the caller has
     read them already (:func:`source_bytes`), so that they are read once; what the file's
@@ -147,15 +150,20 @@ def _model_input(im: Image.Image, name: str, preprocessing: Preprocessing, crops
         view = usable[int(rng.integers(len(usable)))] if len(usable) > 1 else 1.0
         crop_im = random_crop(im, preprocessing.crop, rng, augment, base_scale=view)
         return ModelInput(name, preprocessing.normalise(crop_im)[None], [], (width, height), scales=[view])
-    n = crops or preprocessing.crops
     crop = preprocessing.crop
     up, upscale = upscale_small(im, crop)
-    native = crop_boxes(up.width, up.height, crop, n)
+    sides = [round(crop / view) for view in usable[1:]]  # a region of crop / view px, resampled to the crop
+    if crops is None:  # the model's own: preprocessing.crops at every scale the image holds
+        counts = [preprocessing.crops] * len(usable)
+    else:  # crops in all, shared between the scales (aigi.io.crops.share_crops)
+        counts = share_crops(crops, [(up.width, up.height, crop), *((width, height, side) for side in sides)])
+    native = crop_boxes(up.width, up.height, crop, counts[0]) if counts[0] else []
     boxes = [scaled_box(b, upscale, width, height) for b in native]
     arrays = [preprocessing.normalise(up.crop(b)) for b in native]
     scales = [1.0] * len(boxes)
-    for view in usable[1:]:  # a region of crop / view px, resampled to the crop
-        side = round(crop / view)
+    for view, side, n in zip(usable[1:], sides, counts[1:]):
+        if not n:
+            continue
         for b in crop_boxes(width, height, side, n):
             boxes.append(b)
             arrays.append(preprocessing.normalise(im.resize((crop, crop), Image.Resampling.BICUBIC, box=b)))

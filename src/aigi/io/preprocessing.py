@@ -41,7 +41,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     resample: int = Image.Resampling.BICUBIC
-    crops: int = 1  # crops scored per image and scale by default (native mode; ``aigi detect --crops``)
+    crops: int = 1  # crops scored per image at each scale by default (native mode; ``--crops N`` gives N in all)
     min_side: int = 0  # shorter side below this: too small to judge (native mode)
     # Native mode: 1.0 is the image's own pixels; 0.5 adds crops of the image seen at half size
     # (a region twice the crop, resampled to it), which see more of the scene and survive a

@@ -11,8 +11,8 @@ them anywhere.
 Two request shapes are accepted:
 
 - ``multipart/form-data`` with one or more ``files`` parts (what browsers and ``curl -F`` send);
-- a raw image body with its own ``Content-Type`` (``image/jpeg``, ..., or
-  ``application/octet-stream``): one image.
+- a raw image body with its own ``Content-Type`` (``image/jpeg``, ..., ``image/heic``,
+  ``image/avif``, or ``application/octet-stream``): one image.
 
 Whatever is wrong with a request as a whole raises :class:`RequestError` with the HTTP
 status and a stable error code; a single part over the per-file limit is not an error of
@@ -31,9 +31,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 FILES_FIELD = "files"
 # Declared types a raw body may have. Decoding sniffs the bytes, so the declared type only
 # has to say "an image we can read"; octet-stream means "look at the bytes".
+# Phone photos come as HEIC/HEIF and many exports as AVIF: the decoder reads them
+# (pillow-heif, Pillow), so a raw body of theirs is taken as multipart ones are.
 RAW_IMAGE_TYPES = frozenset({
     "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/gif", "image/bmp",
-    "image/x-bmp", "image/x-ms-bmp", "image/tiff", "application/octet-stream",
+    "image/x-bmp", "image/x-ms-bmp", "image/tiff", "image/heic", "image/heif", "image/heic-sequence",
+    "image/heif-sequence", "image/avif", "application/octet-stream",
 })
 MAX_NAME_CHARS = 1024
 # Form fields other than ``files`` are ignored, but they still cost parsing: cap how many.

@@ -109,7 +109,8 @@ DETECT_BODY = {
             "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                       "description": "one or more images"}}}},
         **{t: {"schema": {"type": "string", "format": "binary"}} for t in
-           ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "application/octet-stream")},
+           ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/heic", "image/heif",
+            "image/avif", "application/octet-stream")},
     },
 }
 
@@ -247,7 +248,7 @@ def create_app(detector: Any, model_name: str = "default", options: Optional[Ser
             raw = not (content_type or "").lower().lstrip().startswith("multipart/")
             loop = asyncio.get_running_loop()
             decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, decode_or_error, detector, u,
-                                                                  opts.evidence) for u in uploads))
+                                                                  opts.evidence, opts.crops) for u in uploads))
             if raw and isinstance(decoded[0], str):
                 too_many = over_pixel_limit(uploads[0].data)
                 raise RequestError(413 if too_many else 400, "too_many_pixels" if too_many else "unreadable",

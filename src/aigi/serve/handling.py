@@ -23,10 +23,10 @@ from ..io.uploads import Upload, megabytes
 from .options import MAX_UPLOAD_BYTES
 
 
-def decode_upload(detector: Any, name: str, data: bytes, evidence: bool = True) -> ModelInput:
+def decode_upload(detector: Any, name: str, data: bytes, evidence: bool = True, crops: Optional[int] = None) -> ModelInput:
     """Upload bytes -> the crops the model sees (and the file's evidence), exactly as for a file
-    on disk; ImageDecodeError if not."""
-    return load_with_evidence((name, data), detector.preprocessing, evidence=evidence)
+    on disk (``crops``: in all, as ``aigi detect --crops``); ImageDecodeError if not."""
+    return load_with_evidence((name, data), detector.preprocessing, crops=crops, evidence=evidence)
 
 
 def predict_images(detector: Any, inputs: list[ModelInput]) -> list[Prediction]:
@@ -67,11 +67,12 @@ def score_uploads(detector: Any, uploads: list[tuple[str, bytes]], max_bytes: in
     return results
 
 
-def decode_or_error(detector: Any, upload: Upload, evidence: bool = True) -> Union[ModelInput, str]:
+def decode_or_error(detector: Any, upload: Upload, evidence: bool = True,
+                    crops: Optional[int] = None) -> Union[ModelInput, str]:
     if upload.error:
         return upload.error
     try:
-        image = decode_upload(detector, upload.name, upload.data, evidence)
+        image = decode_upload(detector, upload.name, upload.data, evidence, crops)
         upload.data = b""  # the encoded bytes are not needed while the image waits for the model
         return image
     except ImageDecodeError as e:

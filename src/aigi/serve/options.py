@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..io.decode import DECODE_WORKERS
 from ..io.uploads import BodyLimits
@@ -30,6 +31,7 @@ class ServeOptions:
     cors_origins: tuple = ()
     rate_limit_per_min: float = 0.0  # per client (API key, else address); 0 = off
     evidence: bool = True  # read each upload's metadata (aigi.forensics.evidence); the verdict follows it
+    crops: Optional[int] = None  # crops per image in all (--crops N); None: the model's own at each scale
 
     def body_limits(self) -> BodyLimits:
         return BodyLimits(self.max_files, self.max_bytes, self.max_request_bytes, self.body_timeout_s)

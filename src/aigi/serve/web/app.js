@@ -52,15 +52,42 @@
     return bar;
   }
 
+  // What the file's metadata says, as a person reads it: one row per finding, nested findings
+  // (C2PA, generator parameters, EXIF) as lists of "name: value", never raw JSON.
+  const EVIDENCE_LABELS = {
+    format: "Format", c2pa: "C2PA manifest", digital_source_types: "XMP source type",
+    generator: "Generator parameters", exif: "Camera EXIF", texts: "Text in the file", problems: "Problems",
+    reason: "Summary",
+  };
+  const isEmpty = (v) => v == null || v === "" || (typeof v === "object" && !Object.keys(v).length);
+  const label = (k) => EVIDENCE_LABELS[k] || String(k).replace(/_/g, " ");
+
+  function evidenceValue(v) {
+    if (typeof v === "boolean") return document.createTextNode(v ? "yes" : "no");
+    if (typeof v !== "object") return document.createTextNode(String(v));
+    if (Array.isArray(v)) {
+      const items = v.filter((x) => !isEmpty(x));
+      if (items.every((x) => typeof x !== "object")) return document.createTextNode(items.join(", "));
+      return el("ul", { class: "ev-list" }, ...items.map((x) => el("li", {}, evidenceValue(x))));
+    }
+    // "name: value" lines that wrap between words: a grid of two columns would squeeze one of
+    // them in a narrow card.
+    const fields = el("div", { class: "ev-fields" });
+    for (const [k, x] of Object.entries(v)) {
+      if (isEmpty(x)) continue;
+      fields.append(el("div", { class: "ev-field" }, el("span", { class: "ev-key", text: `${label(k)}: ` }), evidenceValue(x)));
+    }
+    return fields;
+  }
+
   function evidenceTable(evidence) {
     const table = el("table", { class: "evidence" });
     table.append(el("caption", { text: "Evidence from metadata" }));
     const body = el("tbody");
     for (const [k, v] of Object.entries(evidence)) {
       // Empty findings (no C2PA, no texts, ...) and the file name say nothing: leave them out.
-      if (k === "name" || k === "empty" || v == null || v === "" || (typeof v === "object" && !Object.keys(v).length)) continue;
-      const value = typeof v === "string" ? v : JSON.stringify(v);
-      body.append(el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: value })));
+      if (k === "name" || k === "empty" || isEmpty(v)) continue;
+      body.append(el("tr", {}, el("th", { scope: "row", text: label(k) }), el("td", {}, evidenceValue(v))));
     }
     table.append(body);
     return table;
