@@ -151,7 +151,7 @@ def train_top(detector: "Detector", images: TrainingImages, weights: np.ndarray,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
         bar.close()
         for m in trained:
